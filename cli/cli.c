@@ -1,0 +1,206 @@
+/*
+ * cli: shared plumbing of the verbs.
+ */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../transport/transport.h"
+
+int cli_exit_code(const struct lm_error *err)
+{
+	switch (err->code) {
+	case LM_OK: return EXIT_OK;
+	case LM_ERR_QMP:
+	case LM_ERR_FAILED:
+	case LM_ERR_STATE: return EXIT_FAILED;
+	case LM_ERR_USAGE: return EXIT_USAGE;
+	default: return EXIT_CONNECT;
+	}
+}
+
+int cli_error(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("livemerge: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+int cli_report(const struct lm_error *err)
+{
+	return cli_error(cli_exit_code(err), "%s", err->msg);
+}
+
+struct sync_wait {
+	int done;
+	json_object *ret;
+	struct lm_error err;
+};
+
+static void cli_state_cb(struct qmp_conn *c, const struct lm_error *err, void *arg)
+{
+	struct sync_wait *w = arg;
+
+	(void)c;
+	if (w == NULL || w->done)
+		return;
+	w->done = 1;
+	if (err != NULL)
+		w->err = *err;
+}
+
+int cli_connect(struct cli_ctx *ctx)
+{
+	struct qmp_conn_opts opts = { .command_timeout = ctx->timeout, .trace = ctx->trace };
+	struct sync_wait w = { 0 };
+	struct lm_error err;
+	struct tr *t;
+
+	if (ctx->target == NULL)
+		return cli_error(EXIT_USAGE, "no monitor given: use -c TARGET (unix:PATH, "
+					     "tcp:HOST:PORT) or set LIVEMERGE_CONNECT");
+	t = tr_new(ctx->target, &err);
+	if (t == NULL)
+		return cli_report(&err);
+	opts.connect_timeout = ctx->timeout;
+	ctx->conn = qmp_conn_new(ctx->loop, t, &opts);
+	if (ctx->conn == NULL)
+		return cli_error(EXIT_CONNECT, "out of memory");
+	qmp_conn_set_state_cb(ctx->conn, cli_state_cb, &w);
+	if (qmp_conn_start(ctx->conn, &err) < 0) {
+		err.code = err.code == LM_ERR_USAGE ? LM_ERR_USAGE : LM_ERR_IO;
+		return cli_report(&err);
+	}
+	while (!w.done)
+		ev_run(ctx->loop, EVRUN_ONCE);
+	qmp_conn_set_state_cb(ctx->conn, NULL, NULL);
+	if (w.err.code != LM_OK) {
+		if (w.err.code == LM_ERR_QMP)
+			w.err.code = LM_ERR_PROTO;
+		return cli_report(&w.err);
+	}
+	return EXIT_OK;
+}
+
+static void cli_reply_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			 void *arg)
+{
+	struct sync_wait *w = arg;
+
+	(void)c;
+	w->done = 1;
+	if (err != NULL)
+		w->err = *err;
+	else
+		w->ret = json_object_get(ret);
+}
+
+int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
+		struct lm_error *err)
+{
+	struct sync_wait w = { 0 };
+
+	*ret = NULL;
+	if (qmp_conn_execute(ctx->conn, name, args, -1, cli_reply_cb, &w, err) < 0)
+		return -1;
+	while (!w.done)
+		ev_run(ctx->loop, EVRUN_ONCE);
+	if (w.err.code != LM_OK) {
+		*err = w.err;
+		return -1;
+	}
+	*ret = w.ret;
+	return 0;
+}
+
+void cli_print_json(struct cli_ctx *ctx, json_object *o)
+{
+	int flags = JSON_C_TO_STRING_NOSLASHESCAPE;
+
+	flags |= ctx->json ? JSON_C_TO_STRING_PLAIN : JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED;
+	puts(json_object_to_json_string_ext(o, flags));
+}
+
+void cli_verb_usage(FILE *f, const struct cmd_entry *cmd)
+{
+	fprintf(f, "usage: livemerge [-c TARGET] [--json] %s %s\n", cmd->name, cmd->args_usage);
+}
+
+enum { OPT_JSON = 1000, OPT_TIMEOUT, OPT_DRYRUN, OPT_DEBUG, OPT_HELP };
+
+static const struct option common_opts[] = {
+	{ "connect", required_argument, NULL, 'c' },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "dry-run", no_argument, NULL, OPT_DRYRUN },
+	{ "debug", no_argument, NULL, OPT_DEBUG },
+	{ "help", no_argument, NULL, OPT_HELP },
+};
+
+int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, char **argv,
+		   const char *shortopts, const struct option *longopts,
+		   int (*handle)(struct cli_ctx *, int, const char *, void *), void *data,
+		   int *first)
+{
+	struct option all[64];
+	char so[64];
+	size_t n = 0, i;
+	int opt;
+
+	for (i = 0; longopts != NULL && longopts[i].name != NULL && n < 40; i++)
+		all[n++] = longopts[i];
+	for (i = 0; i < sizeof(common_opts) / sizeof(common_opts[0]); i++)
+		all[n++] = common_opts[i];
+	memset(&all[n], 0, sizeof(all[n]));
+	snprintf(so, sizeof(so), "c:h%s", shortopts ? shortopts : "");
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, so, all, NULL)) != -1) {
+		char *end;
+		int r;
+
+		switch (opt) {
+		case 'c': ctx->target = optarg; break;
+		case OPT_JSON: ctx->json = 1; break;
+		case OPT_DRYRUN: ctx->dry_run = 1; break;
+		case OPT_DEBUG: ctx->trace = stderr; break;
+		case OPT_TIMEOUT:
+			ctx->timeout = strtod(optarg, &end);
+			if (*end != '\0' || ctx->timeout <= 0)
+				return cli_error(EXIT_USAGE, "--timeout: '%s' is not a positive number",
+						 optarg);
+			break;
+		case 'h':
+		case OPT_HELP:
+			cli_verb_usage(stdout, cmd);
+			fputs(cmd->help, stdout);
+			return -1;
+		case '?':
+		case ':':
+			if (optopt != 0)
+				cli_error(EXIT_USAGE, "%s: bad or incomplete option '-%c'", cmd->name,
+					  optopt);
+			else
+				cli_error(EXIT_USAGE, "%s: bad or incomplete option '%s'", cmd->name,
+					  argv[optind - 1]);
+			cli_verb_usage(stderr, cmd);
+			return EXIT_USAGE;
+		default:
+			if (handle == NULL)
+				return cli_error(EXIT_USAGE, "%s: unexpected option", cmd->name);
+			r = handle(ctx, opt, optarg, data);
+			if (r != 0)
+				return r;
+			break;
+		}
+	}
+	*first = optind;
+	return 0;
+}

@@ -1,0 +1,84 @@
+/*
+ * cli: the livemerge command line, a thin user of liblivemerge.
+ *
+ * One file per verb (cmd-*.c) exporting one table entry; cmd.c holds the
+ * table; cli.c the shared plumbing (connecting, waiting for a reply, exit
+ * codes, printing).
+ */
+#ifndef LM_CLI_H
+#define LM_CLI_H
+
+#include <ev.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+
+#include "../common/lm-error.h"
+#include "../qmp/conn.h"
+
+/* Exit codes: the contract with scripts and management engines. */
+enum cli_exit {
+	EXIT_OK = 0,          /* success */
+	EXIT_FAILED = 1,      /* the operation failed (QEMU refused); nothing changed */
+	EXIT_USAGE = 2,       /* usage or bad input; nothing sent */
+	EXIT_CONNECT = 3,     /* cannot connect, transport or protocol failure */
+	EXIT_INTERRUPTED = 4, /* interrupted with state possibly changed */
+};
+
+struct cli_ctx {
+	struct ev_loop *loop;
+	const char *target; /* -c, or $LIVEMERGE_CONNECT */
+	int json;
+	int dry_run;
+	double timeout; /* per command, s */
+	FILE *trace;    /* --debug */
+	struct qmp_conn *conn;
+};
+
+struct cmd_entry {
+	const char *name;
+	const char *args_usage; /* "[DISK...]" */
+	const char *summary;    /* one line for the verb list */
+	const char *help;       /* the verb's --help body */
+	int needs_conn;
+	/* argv[0] is the verb; returns an exit code */
+	int (*exec)(struct cli_ctx *ctx, int argc, char **argv);
+};
+
+extern const struct cmd_entry *const cmd_table[];
+
+/* Map an error to its exit code: QMP/FAILED 1, USAGE 2, the rest 3. */
+int cli_exit_code(const struct lm_error *err);
+
+/* Print "livemerge: MSG" on stderr and return code. */
+int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print err on stderr; return its exit code. */
+int cli_report(const struct lm_error *err);
+
+/* Connect to ctx->target and negotiate; returns EXIT_OK or an exit code
+ * (message printed). */
+int cli_connect(struct cli_ctx *ctx);
+
+/* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */
+int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
+		struct lm_error *err);
+
+/* Print a JSON value: compact on one line with --json, pretty otherwise. */
+void cli_print_json(struct cli_ctx *ctx, json_object *o);
+
+/*
+ * Parse a verb's options: the verb's own longopts (may be NULL) plus the
+ * options every verb takes (--json, --timeout, --dry-run, --debug, -c,
+ * --help). For each verb option handle(ctx, opt, optarg, data) is called and
+ * returns 0 or an exit code. Returns -1 when --help was given (help printed),
+ * an exit code > 0 on error, or 0 with *first set to the first operand.
+ */
+int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, char **argv,
+		   const char *shortopts, const struct option *longopts,
+		   int (*handle)(struct cli_ctx *, int, const char *, void *), void *data,
+		   int *first);
+
+void cli_verb_usage(FILE *f, const struct cmd_entry *cmd);
+
+#endif

@@ -1,0 +1,124 @@
+/*
+ * cmd-chain: show each disk's live backing chain.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../merge/query.h"
+#include "cli.h"
+
+static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv);
+
+const struct cmd_entry cmd_chain_entry = {
+	.name = "chain",
+	.args_usage = "[DISK...]",
+	.summary = "show each disk's live backing chain",
+	.help = "\nShows each disk's backing chain as QEMU has it open, active layer first, one\n"
+		"layer a line: node name, file, format, virtual size. With no DISK, all disks.\n"
+		"DISK is the device id (vda), the qdev path, the block-backend name, or the\n"
+		"node name of the disk's active layer.\n"
+		"--json: one object per disk and line: {\"disk\",\"device\",\"qdev\",\"node-name\",\n"
+		"\"chain\":[{\"node-name\",\"filename\",\"format\",\"virtual-size\",\n"
+		"\"backing-filename\"},...]} (layer fields as in qemu-img info).\n"
+		"Exit: 0 ok, 2 unknown disk, 3 cannot connect or protocol failure.\n",
+	.needs_conn = 1,
+	.exec = cmd_chain_exec,
+};
+
+struct chain_wait {
+	int done;
+	struct merge_chains *ch;
+	struct lm_error err;
+};
+
+static void cmd_chain_cb(struct merge_chains *ch, const struct lm_error *err, void *arg)
+{
+	struct chain_wait *w = arg;
+
+	w->done = 1;
+	w->ch = ch;
+	if (err != NULL)
+		w->err = *err;
+}
+
+static void cmd_chain_size(int64_t n, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0 || v != (double)(int64_t)v)
+		snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+	else
+		snprintf(buf, len, "%.0f %s", v, units[u]);
+}
+
+static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
+{
+	int i;
+
+	if (ctx->json) {
+		json_object *o = merge_disk_to_json(d);
+
+		cli_print_json(ctx, o);
+		json_object_put(o);
+		return;
+	}
+	printf("%s", d->name);
+	if (d->qdev != NULL && strcmp(d->qdev, d->name) != 0)
+		printf("  (%s)", d->qdev);
+	putchar('\n');
+	for (i = 0; i < d->nlayers; i++) {
+		const struct merge_layer *l = &d->layers[i];
+		char size[32];
+
+		cmd_chain_size(l->virtual_size, size, sizeof(size));
+		printf("  %-8s %-20s %s  %s  %s\n",
+		       i == 0 ? "active" : i == d->nlayers - 1 ? "base" : "",
+		       l->node_name ? l->node_name : "-", l->filename, l->format, size);
+	}
+}
+
+static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
+{
+	struct chain_wait w = { 0 };
+	struct lm_error err;
+	int first, r, i;
+
+	r = cli_parse_verb(ctx, &cmd_chain_entry, argc, argv, NULL, NULL, NULL, NULL, &first);
+	if (r != 0)
+		return r < 0 ? EXIT_OK : r;
+	r = cli_connect(ctx);
+	if (r != EXIT_OK)
+		return r;
+	if (merge_chains_fetch(ctx->conn, cmd_chain_cb, &w, &err) < 0)
+		return cli_report(&err);
+	while (!w.done)
+		ev_run(ctx->loop, EVRUN_ONCE);
+	if (w.ch == NULL) {
+		if (w.err.code == LM_ERR_QMP)
+			w.err.code = LM_ERR_PROTO; /* a query refused: not a failed operation */
+		return cli_report(&w.err);
+	}
+	for (i = first; i < argc; i++) {
+		if (merge_chains_find(w.ch, argv[i]) == NULL) {
+			r = cli_error(EXIT_USAGE, "chain: no disk '%s' (run 'livemerge chain' to "
+						  "list the disks)", argv[i]);
+			merge_chains_free(w.ch);
+			return r;
+		}
+	}
+	if (first == argc)
+		for (i = 0; i < w.ch->ndisks; i++)
+			cmd_chain_print(ctx, &w.ch->disks[i]);
+	else
+		for (i = first; i < argc; i++)
+			cmd_chain_print(ctx, merge_chains_find(w.ch, argv[i]));
+	merge_chains_free(w.ch);
+	return EXIT_OK;
+}

@@ -1,0 +1,13 @@
+/*
+ * cmd: the table of verbs.
+ */
+#include "cli.h"
+
+extern const struct cmd_entry cmd_chain_entry;
+extern const struct cmd_entry cmd_qmp_entry;
+
+const struct cmd_entry *const cmd_table[] = {
+	&cmd_chain_entry,
+	&cmd_qmp_entry,
+	NULL,
+};

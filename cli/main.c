@@ -1,0 +1,104 @@
+/*
+ * main: global options, then the verb.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#ifndef LM_VERSION
+#define LM_VERSION "0.0"
+#endif
+
+static void main_usage(FILE *f)
+{
+	int i;
+
+	fputs("usage: livemerge [-c TARGET] [--json] [--timeout SECS] [--dry-run] [--debug]\n"
+	      "                 VERB [ARGS...]\n"
+	      "       livemerge VERB --help | --help | --version\n\n"
+	      "A QMP client that shows, snapshots and merges the disks of running QEMU VMs.\n\n"
+	      "Verbs:\n",
+	      f);
+	for (i = 0; cmd_table[i] != NULL; i++)
+		fprintf(f, "  %-10s %s\n", cmd_table[i]->name, cmd_table[i]->summary);
+	fputs("\nOptions:\n"
+	      "  -c, --connect TARGET  the QMP monitor: unix:PATH, a socket path, or\n"
+	      "                        tcp:HOST:PORT (default: $LIVEMERGE_CONNECT)\n"
+	      "  --json                machine-readable output, one JSON object a line\n"
+	      "  --timeout SECS        connect and per-command timeout (default 30)\n"
+	      "  --dry-run             print what would be sent, send nothing that changes state\n"
+	      "  --debug               print every QMP message to stderr\n"
+	      "\nExit codes:\n"
+	      "  0 success\n"
+	      "  1 the operation failed (QEMU refused or a job failed); nothing changed\n"
+	      "  2 usage or bad input (unknown disk, bad JSON argument); nothing sent\n"
+	      "  3 cannot connect, transport or protocol failure\n"
+	      "  4 interrupted with state possibly changed (the message says what to run)\n",
+	      f);
+}
+
+int main(int argc, char **argv)
+{
+	struct cli_ctx ctx = { .timeout = 30 };
+	int i, r;
+
+	ctx.target = getenv("LIVEMERGE_CONNECT");
+	if (ctx.target != NULL && *ctx.target == '\0')
+		ctx.target = NULL;
+	/* global options up to the verb; the verb parses the rest (and these again) */
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--version") == 0) {
+			printf("livemerge %s\n", LM_VERSION);
+			return EXIT_OK;
+		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			main_usage(stdout);
+			return EXIT_OK;
+		}
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--connect") == 0 || strcmp(a, "--timeout") == 0) {
+			if (++i == argc)
+				return cli_error(EXIT_USAGE, "option %s needs an argument", a);
+			continue;
+		}
+		if (strncmp(a, "--connect=", 10) == 0 || strncmp(a, "--timeout=", 10) == 0 ||
+		    (a[1] == 'c' && a[2] != '\0') || strcmp(a, "--json") == 0 ||
+		    strcmp(a, "--dry-run") == 0 || strcmp(a, "--debug") == 0)
+			continue;
+		cli_error(EXIT_USAGE, "unknown option '%s'", a);
+		main_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (i == argc) {
+		main_usage(stderr);
+		return EXIT_USAGE;
+	}
+	for (r = 0; cmd_table[r] != NULL; r++) {
+		const struct cmd_entry *cmd = cmd_table[r];
+		char **vargv;
+		int vargc, j, k = 0;
+
+		if (strcmp(cmd->name, argv[i]) != 0)
+			continue;
+		/* the verb sees: verb, global options, its own arguments */
+		vargc = argc - 1;
+		vargv = calloc((size_t)argc + 1, sizeof(*vargv));
+		if (vargv == NULL)
+			abort();
+		vargv[k++] = argv[i];
+		for (j = 1; j < i; j++)
+			vargv[k++] = argv[j];
+		for (j = i + 1; j < argc; j++)
+			vargv[k++] = argv[j];
+		ctx.loop = EV_DEFAULT;
+		r = cmd->exec(&ctx, vargc, vargv);
+		qmp_conn_free(ctx.conn);
+		free(vargv);
+		fflush(stdout);
+		return r;
+	}
+	cli_error(EXIT_USAGE, "unknown verb '%s' (livemerge --help lists them)", argv[i]);
+	return EXIT_USAGE;
+}

@@ -1,0 +1,489 @@
+/*
+ * merge/chain: decoding QEMU's block reports into disks and chains.
+ *
+ * The layers of a chain come from the nested "image"/"backing-image" of the
+ * active layer's node, exactly what `qemu-img info --backing-chain` shows.
+ * Node names of the layers below come from the block graph's "backing"
+ * edges where QEMU reports the graph, otherwise from matching each
+ * backing file name to the one format node that has it open at that depth.
+ */
+#include "chain.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct graph_node {
+	int64_t id;
+	const char *name;
+	int is_backend;
+	int64_t backing; /* id of the "backing" child, -1 */
+	int64_t root;    /* backend: id of the "root" child, -1 */
+	int has_driver_parent;
+};
+
+struct decode {
+	json_object *nodes; /* named nodes array */
+	struct graph_node *g;
+	size_t ng;
+	struct merge_chains *ch;
+	struct lm_error *err;
+};
+
+static const char *jstr(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (o != NULL && json_object_object_get_ex(o, key, &v) &&
+	    json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+static json_object *jobj(json_object *o, const char *key, json_type t)
+{
+	json_object *v;
+
+	if (o != NULL && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, t))
+		return v;
+	return NULL;
+}
+
+static int64_t jint(json_object *o, const char *key, int64_t dflt)
+{
+	json_object *v = jobj(o, key, json_type_int);
+
+	return v ? json_object_get_int64(v) : dflt;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static json_object *named_node(struct decode *d, const char *name)
+{
+	size_t i, n = json_object_array_length(d->nodes);
+
+	if (name == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(d->nodes, i);
+		const char *nn = jstr(o, "node-name");
+
+		if (nn != NULL && strcmp(nn, name) == 0)
+			return o;
+	}
+	return NULL;
+}
+
+static struct graph_node *graph_by_id(struct decode *d, int64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < d->ng; i++)
+		if (d->g[i].id == id)
+			return &d->g[i];
+	return NULL;
+}
+
+static struct graph_node *graph_by_name(struct decode *d, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < d->ng; i++)
+		if (!d->g[i].is_backend && strcmp(d->g[i].name, name) == 0)
+			return &d->g[i];
+	return NULL;
+}
+
+static int graph_load(struct decode *d, json_object *graph)
+{
+	json_object *nodes = jobj(graph, "nodes", json_type_array);
+	json_object *edges = jobj(graph, "edges", json_type_array);
+	size_t i, n;
+
+	if (nodes == NULL || edges == NULL)
+		return lm_error_set(d->err, LM_ERR_PROTO, "block graph without nodes or edges");
+	n = json_object_array_length(nodes);
+	d->g = calloc(n ? n : 1, sizeof(*d->g));
+	if (d->g == NULL)
+		return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
+	for (i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(nodes, i);
+		const char *type = jstr(o, "type"), *name = jstr(o, "name");
+
+		if (type == NULL || name == NULL || jobj(o, "id", json_type_int) == NULL)
+			return lm_error_set(d->err, LM_ERR_PROTO, "block graph node malformed");
+		d->g[d->ng].id = jint(o, "id", -1);
+		d->g[d->ng].name = name;
+		d->g[d->ng].is_backend = strcmp(type, "block-backend") == 0;
+		d->g[d->ng].backing = d->g[d->ng].root = -1;
+		if (strcmp(type, "block-backend") == 0 || strcmp(type, "block-driver") == 0)
+			d->ng++;
+	}
+	n = json_object_array_length(edges);
+	for (i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(edges, i);
+		const char *name = jstr(o, "name");
+		struct graph_node *par = graph_by_id(d, jint(o, "parent", -1));
+		struct graph_node *child = graph_by_id(d, jint(o, "child", -1));
+
+		if (name == NULL || par == NULL || child == NULL)
+			continue; /* edges of jobs and other parents */
+		if (par->is_backend) {
+			if (strcmp(name, "root") == 0)
+				par->root = child->id;
+			continue;
+		}
+		child->has_driver_parent = 1;
+		if (strcmp(name, "backing") == 0)
+			par->backing = child->id;
+	}
+	return 0;
+}
+
+static int is_protocol_driver(const char *drv)
+{
+	static const char *const protocols[] = { "file", "host_device", "host_cdrom", "nbd",
+						 "iscsi", "rbd", "ssh", "http", "https", "nfs",
+						 "gluster", "null-co", "null-aio", "nvme", NULL };
+	int i;
+
+	for (i = 0; protocols[i] != NULL; i++)
+		if (strcmp(drv, protocols[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* Without a graph: the format node that has file open with that depth. */
+static const char *match_backing_node(struct decode *d, const char *file, int64_t depth)
+{
+	size_t i, n = json_object_array_length(d->nodes);
+	const char *found = NULL;
+	int count = 0;
+
+	for (i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(d->nodes, i);
+		const char *f = jstr(o, "file"), *drv = jstr(o, "drv");
+
+		if (f == NULL || drv == NULL || strcmp(f, file) != 0 || is_protocol_driver(drv))
+			continue;
+		if (jint(o, "backing_file_depth", -1) != depth)
+			continue;
+		found = jstr(o, "node-name");
+		count++;
+	}
+	return count == 1 ? found : NULL;
+}
+
+static int layer_fill(struct merge_layer *l, json_object *image, const char *node_name,
+		      int read_only)
+{
+	const char *fn = jstr(image, "filename"), *fmt = jstr(image, "format");
+
+	if (fn == NULL || fmt == NULL)
+		return -1;
+	l->filename = strdup(fn);
+	l->format = strdup(fmt);
+	l->virtual_size = jint(image, "virtual-size", -1);
+	l->backing_filename = dup_or_null(jstr(image, "backing-filename"));
+	l->node_name = dup_or_null(node_name);
+	l->read_only = read_only;
+	if (l->filename == NULL || l->format == NULL)
+		return -1;
+	return 0;
+}
+
+static int disk_build_chain(struct decode *d, struct merge_disk *disk, const char *top)
+{
+	const char *cur = top;
+	int cap = 0;
+
+	while (cur != NULL) {
+		json_object *node = named_node(d, cur);
+		json_object *image = jobj(node, "image", json_type_object);
+		const char *backing = jstr(node, "backing_file");
+		struct merge_layer *l;
+
+		if (image == NULL)
+			return lm_error_set(d->err, LM_ERR_PROTO,
+					    "node '%s' is not among the named nodes", cur);
+		if (disk->nlayers == cap) {
+			struct merge_layer *nl;
+
+			if (cap >= 4096)
+				return lm_error_set(d->err, LM_ERR_PROTO, "backing chain too deep");
+			cap = cap ? cap * 2 : 4;
+			nl = realloc(disk->layers, sizeof(*nl) * (size_t)cap);
+			if (nl == NULL)
+				return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
+			disk->layers = nl;
+		}
+		l = &disk->layers[disk->nlayers++];
+		memset(l, 0, sizeof(*l));
+		if (layer_fill(l, image, cur,
+			       json_object_get_boolean(jobj(node, "ro", json_type_boolean))) < 0)
+			return lm_error_set(d->err, LM_ERR_PROTO,
+					    "image of node '%s' lacks filename or format", cur);
+		if (backing == NULL)
+			break;
+		/* the node of the next layer down */
+		if (d->g != NULL) {
+			struct graph_node *gn = graph_by_name(d, cur);
+			struct graph_node *b = gn ? graph_by_id(d, gn->backing) : NULL;
+
+			cur = b ? b->name : NULL;
+		} else {
+			cur = match_backing_node(d, backing, jint(node, "backing_file_depth", 0) - 1);
+		}
+		if (cur == NULL)
+			return lm_error_set(d->err, LM_ERR_PROTO,
+					    "cannot tell which node has backing file '%s' open",
+					    backing);
+	}
+	return 0;
+}
+
+static const char *qdev_id_of(const char *qdev, char *buf, size_t len)
+{
+	static const char pfx[] = "/machine/peripheral/";
+	const char *s, *e;
+
+	if (qdev == NULL || strncmp(qdev, pfx, sizeof(pfx) - 1) != 0)
+		return NULL;
+	s = qdev + sizeof(pfx) - 1;
+	e = strchr(s, '/');
+	if (e == NULL)
+		e = s + strlen(s);
+	if ((size_t)(e - s) >= len || e == s)
+		return NULL;
+	memcpy(buf, s, (size_t)(e - s));
+	buf[e - s] = '\0';
+	return buf;
+}
+
+static struct merge_disk *disk_add(struct decode *d)
+{
+	struct merge_disk *nd = realloc(d->ch->disks, sizeof(*nd) * (size_t)(d->ch->ndisks + 1));
+
+	if (nd == NULL)
+		return NULL;
+	d->ch->disks = nd;
+	nd = &nd[d->ch->ndisks++];
+	memset(nd, 0, sizeof(*nd));
+	return nd;
+}
+
+static int disk_has_top(struct decode *d, const char *top)
+{
+	int i;
+
+	for (i = 0; i < d->ch->ndisks; i++)
+		if (d->ch->disks[i].layers != NULL && d->ch->disks[i].layers[0].node_name != NULL &&
+		    strcmp(d->ch->disks[i].layers[0].node_name, top) == 0)
+			return 1;
+	return 0;
+}
+
+static int disk_from_top(struct decode *d, const char *device, const char *qdev, const char *top)
+{
+	struct merge_disk *disk = disk_add(d);
+	char idbuf[256];
+	const char *qid = qdev_id_of(qdev, idbuf, sizeof(idbuf));
+
+	if (disk == NULL)
+		return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
+	disk->device = strdup(device ? device : "");
+	disk->qdev = dup_or_null(qdev);
+	disk->qdev_id = dup_or_null(qid);
+	if (qid != NULL)
+		disk->name = strdup(qid);
+	else if (device != NULL && *device != '\0')
+		disk->name = strdup(device);
+	else if (qdev != NULL && *qdev != '\0')
+		disk->name = strdup(qdev);
+	else
+		disk->name = strdup(top);
+	if (disk->device == NULL || disk->name == NULL)
+		return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
+	return disk_build_chain(d, disk, top);
+}
+
+/* Storage daemon without a graph: format nodes that are nobody's backing. */
+static int tops_without_graph(struct decode *d)
+{
+	size_t i, j, n = json_object_array_length(d->nodes);
+
+	for (i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(d->nodes, i);
+		const char *nn = jstr(o, "node-name"), *drv = jstr(o, "drv"), *f = jstr(o, "file");
+		int is_backing = 0;
+
+		if (nn == NULL || drv == NULL || f == NULL || is_protocol_driver(drv) ||
+		    disk_has_top(d, nn))
+			continue;
+		for (j = 0; j < n && !is_backing; j++) {
+			const char *bf = jstr(json_object_array_get_idx(d->nodes, j), "backing_file");
+
+			is_backing = bf != NULL && strcmp(bf, f) == 0;
+		}
+		if (!is_backing && disk_from_top(d, NULL, NULL, nn) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int merge_chains_decode(json_object *query_block, json_object *named_nodes, json_object *graph,
+			struct merge_chains **out, struct lm_error *err)
+{
+	struct decode d = { .nodes = named_nodes, .err = err };
+	size_t i, n;
+
+	*out = NULL;
+	if (!json_object_is_type(query_block, json_type_array) ||
+	    !json_object_is_type(named_nodes, json_type_array))
+		return lm_error_set(err, LM_ERR_PROTO, "block report is not an array");
+	d.ch = calloc(1, sizeof(*d.ch));
+	if (d.ch == NULL)
+		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+	if (graph != NULL && json_object_is_type(graph, json_type_object) && graph_load(&d, graph) < 0)
+		goto fail;
+	n = json_object_array_length(query_block);
+	for (i = 0; i < n; i++) {
+		json_object *b = json_object_array_get_idx(query_block, i);
+		json_object *ins = jobj(b, "inserted", json_type_object);
+		const char *top = jstr(ins, "node-name");
+
+		if (ins == NULL)
+			continue; /* empty drive */
+		if (top == NULL) {
+			lm_error_set(err, LM_ERR_PROTO, "query-block entry without node-name");
+			goto fail;
+		}
+		if (disk_from_top(&d, jstr(b, "device"), jstr(b, "qdev"), top) < 0)
+			goto fail;
+	}
+	if (d.g != NULL) {
+		/* anonymous backends query-block does not list (storage daemon exports) */
+		for (i = 0; i < d.ng; i++) {
+			struct graph_node *root = graph_by_id(&d, d.g[i].root);
+
+			if (!d.g[i].is_backend || root == NULL || root->is_backend ||
+			    disk_has_top(&d, root->name) || named_node(&d, root->name) == NULL)
+				continue;
+			if (disk_from_top(&d, d.g[i].name[0] == '/' ? "" : d.g[i].name,
+					  d.g[i].name[0] == '/' ? d.g[i].name : NULL, root->name) < 0)
+				goto fail;
+		}
+	} else if (d.ch->ndisks == 0 && tops_without_graph(&d) < 0) {
+		goto fail;
+	}
+	free(d.g);
+	*out = d.ch;
+	return 0;
+fail:
+	free(d.g);
+	merge_chains_free(d.ch);
+	return -1;
+}
+
+void merge_chains_free(struct merge_chains *ch)
+{
+	int i, j;
+
+	if (ch == NULL)
+		return;
+	for (i = 0; i < ch->ndisks; i++) {
+		struct merge_disk *d = &ch->disks[i];
+
+		for (j = 0; j < d->nlayers; j++) {
+			free(d->layers[j].node_name);
+			free(d->layers[j].filename);
+			free(d->layers[j].format);
+			free(d->layers[j].backing_filename);
+		}
+		free(d->layers);
+		free(d->name);
+		free(d->device);
+		free(d->qdev);
+		free(d->qdev_id);
+	}
+	free(ch->disks);
+	free(ch);
+}
+
+static int streq(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+struct merge_disk *merge_chains_find(const struct merge_chains *ch, const char *name)
+{
+	int i;
+
+	for (i = 0; i < ch->ndisks; i++) {
+		struct merge_disk *d = &ch->disks[i];
+
+		if (streq(d->name, name) || streq(d->qdev_id, name) || streq(d->qdev, name) ||
+		    (d->device[0] != '\0' && streq(d->device, name)))
+			return d;
+	}
+	for (i = 0; i < ch->ndisks; i++) {
+		struct merge_disk *d = &ch->disks[i];
+
+		if (d->nlayers > 0 && streq(d->layers[0].node_name, name))
+			return d;
+	}
+	return NULL;
+}
+
+int merge_disk_find_layer(const struct merge_disk *d, const char *layer)
+{
+	int i;
+
+	for (i = 0; i < d->nlayers; i++)
+		if (streq(d->layers[i].node_name, layer))
+			return i;
+	for (i = 0; i < d->nlayers; i++)
+		if (streq(d->layers[i].filename, layer))
+			return i;
+	return -1;
+}
+
+static void add_str(json_object *o, const char *key, const char *val)
+{
+	if (val != NULL)
+		json_object_object_add(o, key, json_object_new_string(val));
+}
+
+json_object *merge_disk_to_json(const struct merge_disk *d)
+{
+	json_object *o = json_object_new_object();
+	json_object *arr = json_object_new_array();
+	int i;
+
+	if (o == NULL || arr == NULL) {
+		json_object_put(o);
+		json_object_put(arr);
+		return NULL;
+	}
+	add_str(o, "disk", d->name);
+	add_str(o, "device", d->device);
+	add_str(o, "qdev", d->qdev);
+	add_str(o, "node-name", d->nlayers > 0 ? d->layers[0].node_name : NULL);
+	for (i = 0; i < d->nlayers; i++) {
+		const struct merge_layer *l = &d->layers[i];
+		json_object *lo = json_object_new_object();
+
+		if (lo == NULL)
+			break;
+		add_str(lo, "node-name", l->node_name);
+		add_str(lo, "filename", l->filename);
+		add_str(lo, "format", l->format);
+		json_object_object_add(lo, "virtual-size", json_object_new_int64(l->virtual_size));
+		add_str(lo, "backing-filename", l->backing_filename);
+		json_object_array_add(arr, lo);
+	}
+	json_object_object_add(o, "chain", arr);
+	return o;
+}

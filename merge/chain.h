@@ -1,0 +1,63 @@
+/*
+ * merge/chain: the model of a VM's disks and their backing chains, and its
+ * decoder from what QEMU reports.
+ *
+ * A disk is what a guest device (or a qemu-storage-daemon export) writes
+ * to; its chain runs from the active layer (index 0) down to the base.
+ * The decoder is pure (JSON in, model out) so it can be tested and fuzzed
+ * without a QEMU; merge/query.c fetches its inputs from a live monitor.
+ */
+#ifndef MERGE_CHAIN_H
+#define MERGE_CHAIN_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "../common/lm-error.h"
+
+struct merge_layer {
+	char *node_name;        /* QEMU's node name; NULL if it could not be told */
+	char *filename;         /* as QEMU opened it */
+	char *format;           /* qcow2, raw, ... */
+	int64_t virtual_size;
+	char *backing_filename; /* as written in the image header; NULL on the base */
+	int read_only;
+};
+
+struct merge_disk {
+	char *name;     /* how livemerge names it: qdev id, else backend name, else top node */
+	char *device;   /* block-backend name, "" when anonymous */
+	char *qdev;     /* qdev path, NULL when no device (storage daemon) */
+	char *qdev_id;  /* the id part of a /machine/peripheral/ID/... path, or NULL */
+	int nlayers;
+	struct merge_layer *layers; /* [0] active ... [nlayers-1] base */
+};
+
+struct merge_chains {
+	int ndisks;
+	struct merge_disk *disks;
+};
+
+/*
+ * Build the model from the return values of query-block (array),
+ * query-named-block-nodes with flat=true (array) and, where the QEMU has it,
+ * x-debug-query-block-graph (object; NULL if absent). All borrowed.
+ * Returns 0 and an owned *out, or -1 with err filled (PROTO for input that
+ * does not have the expected shape).
+ */
+int merge_chains_decode(json_object *query_block, json_object *named_nodes, json_object *graph,
+			struct merge_chains **out, struct lm_error *err);
+
+void merge_chains_free(struct merge_chains *ch);
+
+/* The disk named by the user: qdev id, qdev path, block-backend name or
+ * the node name of its active layer. Borrowed; NULL if none matches. */
+struct merge_disk *merge_chains_find(const struct merge_chains *ch, const char *name);
+
+/* The layer of disk d named by node name or filename; its index or -1. */
+int merge_disk_find_layer(const struct merge_disk *d, const char *layer);
+
+/* {"disk":..,"device":..,"qdev":..,"node-name":..,"chain":[{...},..]}; owned. */
+json_object *merge_disk_to_json(const struct merge_disk *d);
+
+#endif

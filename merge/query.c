@@ -1,0 +1,103 @@
+/*
+ * merge/query: reading disks and chains from a live monitor.
+ */
+#include "query.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { Q_BLOCK, Q_NODES, Q_GRAPH, Q_COUNT };
+
+struct chains_fetch {
+	merge_chains_cb cb;
+	void *arg;
+	int outstanding;
+	json_object *ret[Q_COUNT];
+	struct lm_error err;
+	int failed;
+};
+
+static void fetch_done(struct chains_fetch *f)
+{
+	struct merge_chains *ch = NULL;
+	int i;
+
+	if (!f->failed &&
+	    merge_chains_decode(f->ret[Q_BLOCK], f->ret[Q_NODES], f->ret[Q_GRAPH], &ch, &f->err) < 0)
+		f->failed = 1;
+	f->cb(f->failed ? NULL : ch, f->failed ? &f->err : NULL, f->arg);
+	for (i = 0; i < Q_COUNT; i++)
+		json_object_put(f->ret[i]);
+	free(f);
+}
+
+static void fetch_reply(struct chains_fetch *f, int which, json_object *ret,
+			const struct lm_error *err)
+{
+	if (err != NULL) {
+		/* the graph is a debugging command that a QEMU may lack */
+		int optional = which == Q_GRAPH && err->code == LM_ERR_QMP;
+
+		if (!optional && !f->failed) {
+			f->failed = 1;
+			f->err = *err;
+		}
+	} else {
+		f->ret[which] = json_object_get(ret);
+	}
+	if (--f->outstanding == 0)
+		fetch_done(f);
+}
+
+static void fetch_block_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			   void *arg)
+{
+	(void)c;
+	fetch_reply(arg, Q_BLOCK, ret, err);
+}
+
+static void fetch_nodes_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			   void *arg)
+{
+	(void)c;
+	fetch_reply(arg, Q_NODES, ret, err);
+}
+
+static void fetch_graph_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			   void *arg)
+{
+	(void)c;
+	fetch_reply(arg, Q_GRAPH, ret, err);
+}
+
+int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct lm_error *err)
+{
+	struct chains_fetch *f = calloc(1, sizeof(*f));
+	json_object *flat;
+
+	if (f == NULL)
+		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+	f->cb = cb;
+	f->arg = arg;
+	if (qmp_conn_execute(c, "query-block", NULL, -1, fetch_block_cb, f, err) < 0) {
+		free(f);
+		return -1;
+	}
+	f->outstanding = 1;
+	/* once one is in flight, the callbacks own f: later failures go through them */
+	flat = json_object_new_object();
+	json_object_object_add(flat, "flat", json_object_new_boolean(1));
+	if (qmp_conn_execute(c, "query-named-block-nodes", flat, -1, fetch_nodes_cb, f,
+			     &f->err) == 0)
+		f->outstanding++;
+	else
+		f->failed = 1;
+	json_object_put(flat);
+	if (!f->failed &&
+	    qmp_conn_execute(c, "x-debug-query-block-graph", NULL, -1, fetch_graph_cb, f,
+			     &f->err) == 0)
+		f->outstanding++;
+	else
+		f->failed = 1;
+	return 0;
+}

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Install what livemerge needs on Debian 12, or say what to run.
+# usage: scripts/deps.sh [build|check|demo|bench]
+set -eu
+what=${1:-build}
+pkgs="gcc make pkg-config libjson-c-dev libev-dev libssh2-1-dev"
+case $what in
+check) pkgs="$pkgs libcmocka-dev qemu-system-x86 qemu-utils openssh-server socat jq clang libclang-rt-14-dev" ;;
+demo) pkgs="$pkgs qemu-system-x86 qemu-utils" ;;
+esac
+missing=
+for p in $pkgs; do
+	s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case $s in *"install ok installed"*) ;; *) missing="$missing $p" ;; esac
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "livemerge: missing packages:$missing" >&2
+	echo "run as root:  apt-get install -y$missing" >&2
+	exit 1
+fi
+echo "livemerge: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >&2
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >&2
