@@ -9,7 +9,7 @@ BUILD      := build
 PKGS       := json-c libssh2
 WARN       := -Wall -Wextra -Werror
 CFLAGS     ?= -O2 -g
-LM_CFLAGS   = -std=gnu11 $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DLM_VERSION='"$(VERSION)"'
+LM_CFLAGS   = -std=gnu11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DLM_VERSION='"$(VERSION)"'
 LM_LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev
 
 LIB_SRCS   := $(wildcard common/*.c qmp/*.c transport/*.c merge/*.c)

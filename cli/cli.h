@@ -11,6 +11,7 @@
 #include <ev.h>
 #include <getopt.h>
 #include <json-c/json.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "../common/lm-error.h"
@@ -80,5 +81,11 @@ int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, c
 		   int *first);
 
 void cli_verb_usage(FILE *f, const struct cmd_entry *cmd);
+
+/* Parse a byte count ("10485760", "10M", "512KiB"); 0 or -1. */
+int cli_parse_size(const char *s, int64_t *out);
+
+/* path made absolute against the working directory; malloc'd or NULL. */
+char *cli_abspath(const char *path);
 
 #endif

@@ -4,10 +4,16 @@
 #include "cli.h"
 
 extern const struct cmd_entry cmd_chain_entry;
+extern const struct cmd_entry cmd_commit_entry;
 extern const struct cmd_entry cmd_qmp_entry;
+extern const struct cmd_entry cmd_snapshot_entry;
+extern const struct cmd_entry cmd_stream_entry;
 
 const struct cmd_entry *const cmd_table[] = {
 	&cmd_chain_entry,
+	&cmd_snapshot_entry,
+	&cmd_commit_entry,
+	&cmd_stream_entry,
 	&cmd_qmp_entry,
 	NULL,
 };

@@ -639,6 +639,11 @@ int qmp_conn_execute(struct qmp_conn *c, const char *name, json_object *args, do
 	return 0;
 }
 
+struct ev_loop *qmp_conn_loop(const struct qmp_conn *c)
+{
+	return c->loop;
+}
+
 int qmp_conn_ready(const struct qmp_conn *c)
 {
 	return c->phase == PHASE_READY;

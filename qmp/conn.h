@@ -69,6 +69,9 @@ int qmp_conn_start(struct qmp_conn *c, struct lm_error *err);
 int qmp_conn_execute(struct qmp_conn *c, const char *name, json_object *args, double timeout,
 		     qmp_reply_cb cb, void *arg, struct lm_error *err);
 
+/* The loop the connection runs on. */
+struct ev_loop *qmp_conn_loop(const struct qmp_conn *c);
+
 /* 1 once negotiated and not failed. */
 int qmp_conn_ready(const struct qmp_conn *c);
 

@@ -298,7 +298,7 @@ struct tr *tr_new(const char *target, struct lm_error *err)
 		return sock_new_unix(target, target + 5, err);
 	if (strncmp(target, "tcp:", 4) == 0)
 		return sock_new_tcp(target, target + 4, err);
-	if (strchr(target, '/') != NULL && strstr(target, "://") == NULL)
+	if (*target != '\0' && strstr(target, "://") == NULL)
 		return sock_new_unix(target, target, err);
 	lm_error_set(err, LM_ERR_USAGE,
 		     "target '%s': expected unix:PATH, a socket path, or tcp:HOST:PORT", target);

@@ -1,0 +1,290 @@
+/*
+ * run-group: drive a merge group from the command line, with progress.
+ *
+ * Output: on a terminal, a progress bar per disk on stderr (percent, rate,
+ * ETA); otherwise a plain line per job state change; with --json one JSON
+ * object per line on stdout: {"type":"job",...}, {"type":"message",...},
+ * {"type":"command",...} (dry run) and last {"type":"result",...}.
+ * SIGINT/SIGTERM ask the group to cancel: before the pivot point every job
+ * is cancelled and the chains stay as they were.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../merge/group.h"
+#include "run-group.h"
+
+struct bar {
+	char *disk;
+	char status[16];
+	int64_t offset, len, off0;
+	double t0, last_t;
+	int64_t last_off;
+	double rate;
+};
+
+struct run {
+	struct cli_ctx *ctx;
+	struct merge_group *g;
+	int done;
+	int outcome;
+	int tty;
+	int nbars, drawn;
+	struct bar bars[64];
+	ev_signal sigint, sigterm;
+	int interrupted;
+};
+
+static void run_bars_clear(struct run *r)
+{
+	int i;
+
+	for (i = 0; i < r->drawn; i++)
+		fputs("\033[1A\r\033[K", stderr);
+	r->drawn = 0;
+}
+
+static void run_bars_draw(struct run *r)
+{
+	int i;
+
+	for (i = 0; i < r->nbars; i++) {
+		struct bar *b = &r->bars[i];
+		double frac = b->len > 0 ? (double)b->offset / (double)b->len : 0;
+		char fill[31];
+		int k, w = (int)(frac * 30);
+
+		if (strcmp(b->status, "pending") == 0 || strcmp(b->status, "concluded") == 0 ||
+		    strcmp(b->status, "ready") == 0)
+			w = b->len > 0 ? w : 30;
+		for (k = 0; k < 30; k++)
+			fill[k] = k < w ? '#' : '.';
+		fill[30] = '\0';
+		fprintf(stderr, "%-10s [%s] %5.1f%% %-9s", b->disk, fill, frac * 100, b->status);
+		if (b->rate > 0) {
+			double eta = (double)(b->len - b->offset) / b->rate;
+
+			fprintf(stderr, " %7.1f MiB/s", b->rate / 1048576.0);
+			if (eta > 0)
+				fprintf(stderr, " ETA %2d:%02d", (int)eta / 60, (int)eta % 60);
+		}
+		fputc('\n', stderr);
+	}
+	r->drawn = r->nbars;
+}
+
+static struct bar *run_bar(struct run *r, const char *disk)
+{
+	int i;
+
+	for (i = 0; i < r->nbars; i++)
+		if (strcmp(r->bars[i].disk, disk) == 0)
+			return &r->bars[i];
+	if (r->nbars == 64)
+		return NULL;
+	memset(&r->bars[r->nbars], 0, sizeof(r->bars[0]));
+	r->bars[r->nbars].disk = strdup(disk);
+	r->bars[r->nbars].off0 = -1;
+	return &r->bars[r->nbars++];
+}
+
+static void run_job_cb(const struct merge_job_update *u, void *arg)
+{
+	struct run *r = arg;
+	struct bar *b = run_bar(r, u->disk);
+	double now = ev_now(r->ctx->loop);
+	int changed;
+
+	if (r->ctx->json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "type", json_object_new_string("job"));
+		json_object_object_add(o, "disk", json_object_new_string(u->disk));
+		json_object_object_add(o, "job", json_object_new_string(u->job_id));
+		json_object_object_add(o, "status", json_object_new_string(u->status));
+		json_object_object_add(o, "offset", json_object_new_int64(u->offset < 0 ? 0 : u->offset));
+		json_object_object_add(o, "len", json_object_new_int64(u->len < 0 ? 0 : u->len));
+		cli_print_json(r->ctx, o);
+		json_object_put(o);
+		fflush(stdout);
+	}
+	if (b == NULL)
+		return;
+	changed = strcmp(b->status, u->status) != 0;
+	snprintf(b->status, sizeof(b->status), "%s", u->status);
+	if (u->offset >= 0) {
+		if (b->off0 < 0) {
+			b->off0 = b->last_off = u->offset;
+			b->t0 = b->last_t = now;
+		} else if (now - b->last_t >= 0.5) {
+			double inst = (double)(u->offset - b->last_off) / (now - b->last_t);
+
+			b->rate = b->rate > 0 ? 0.7 * b->rate + 0.3 * inst : inst;
+			b->last_off = u->offset;
+			b->last_t = now;
+		}
+		b->offset = u->offset;
+	}
+	if (u->len >= 0)
+		b->len = u->len;
+	if (r->ctx->json)
+		return;
+	if (r->tty) {
+		run_bars_clear(r);
+		run_bars_draw(r);
+	} else if (changed) {
+		fprintf(stderr, "%s: job %s %s", u->disk, u->job_id, u->status);
+		if (b->len > 0)
+			fprintf(stderr, " (%lld/%lld bytes)", (long long)b->offset, (long long)b->len);
+		fputc('\n', stderr);
+	}
+}
+
+static void run_message_cb(const char *line, void *arg)
+{
+	struct run *r = arg;
+
+	if (r->ctx->json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "type", json_object_new_string("message"));
+		json_object_object_add(o, "message", json_object_new_string(line));
+		cli_print_json(r->ctx, o);
+		json_object_put(o);
+		fflush(stdout);
+		return;
+	}
+	if (r->tty)
+		run_bars_clear(r);
+	fprintf(stderr, "%s\n", line);
+	if (r->tty)
+		run_bars_draw(r);
+}
+
+static void run_command_cb(const char *name, json_object *args, void *arg)
+{
+	struct run *r = arg;
+	json_object *o;
+
+	if (!r->ctx->dry_run)
+		return;
+	o = json_object_new_object();
+	if (r->ctx->json)
+		json_object_object_add(o, "type", json_object_new_string("command"));
+	json_object_object_add(o, "execute", json_object_new_string(name));
+	if (args != NULL)
+		json_object_object_add(o, "arguments", json_object_get(args));
+	if (r->ctx->json)
+		cli_print_json(r->ctx, o);
+	else
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+									 JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+static void run_print_chains(json_object *result)
+{
+	json_object *disks, *d, *chain, *l, *v;
+	size_t i, k;
+
+	if (!json_object_object_get_ex(result, "disks", &disks))
+		return;
+	for (i = 0; i < json_object_array_length(disks); i++) {
+		d = json_object_array_get_idx(disks, i);
+		if (!json_object_object_get_ex(d, "chain", &chain))
+			continue;
+		json_object_object_get_ex(d, "disk", &v);
+		printf("%s:", json_object_get_string(v));
+		for (k = 0; k < json_object_array_length(chain); k++) {
+			l = json_object_array_get_idx(chain, k);
+			json_object_object_get_ex(l, "filename", &v);
+			printf("%s %s", k ? " ->" : "", json_object_get_string(v));
+		}
+		putchar('\n');
+	}
+}
+
+static void run_done_cb(const struct merge_result *res, void *arg)
+{
+	struct run *r = arg;
+
+	r->done = 1;
+	r->outcome = res->outcome;
+	if (r->tty && !r->ctx->json)
+		run_bars_clear(r), run_bars_draw(r), r->drawn = 0;
+	if (r->ctx->json) {
+		cli_print_json(r->ctx, res->json);
+		if (res->err != NULL)
+			fprintf(stderr, "livemerge: %s\n", res->err->msg);
+		return;
+	}
+	if (res->outcome == MERGE_DONE) {
+		if (!r->ctx->dry_run)
+			run_print_chains(res->json);
+		return;
+	}
+	fprintf(stderr, "livemerge: %s\n", res->err->msg);
+	if (res->outcome == MERGE_FAILED)
+		fprintf(stderr, "livemerge: rolled back: every chain is as it was\n");
+	else if (res->outcome == MERGE_UNKNOWN)
+		fprintf(stderr, "livemerge: the chains may have changed: check with "
+				"'livemerge chain' and 'livemerge jobs'\n");
+}
+
+static void run_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct run *r = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (r->interrupted++ == 0) {
+		run_message_cb("interrupted: cancelling (no disk pivots unless finalizing "
+			       "started already)", r);
+		merge_group_cancel(r->g);
+	}
+}
+
+int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
+{
+	struct merge_callbacks cbs = {
+		.job = run_job_cb,
+		.message = run_message_cb,
+		.command = run_command_cb,
+		.done = run_done_cb,
+	};
+	struct run *r = calloc(1, sizeof(*r));
+	struct lm_error err;
+	int code, i;
+
+	if (r == NULL)
+		abort();
+	r->ctx = ctx;
+	r->tty = isatty(STDERR_FILENO) && !ctx->json;
+	code = cli_connect(ctx);
+	if (code != EXIT_OK) {
+		free(r);
+		return code;
+	}
+	r->g = merge_group_start(ctx->conn, req, &cbs, r, &err);
+	if (r->g == NULL) {
+		free(r);
+		return cli_report(&err);
+	}
+	ev_signal_init(&r->sigint, run_signal_cb, SIGINT);
+	ev_signal_init(&r->sigterm, run_signal_cb, SIGTERM);
+	r->sigint.data = r->sigterm.data = r;
+	ev_signal_start(ctx->loop, &r->sigint);
+	ev_signal_start(ctx->loop, &r->sigterm);
+	while (!r->done)
+		ev_run(ctx->loop, EVRUN_ONCE);
+	ev_signal_stop(ctx->loop, &r->sigint);
+	ev_signal_stop(ctx->loop, &r->sigterm);
+	merge_group_free(r->g);
+	code = r->outcome;
+	for (i = 0; i < r->nbars; i++)
+		free(r->bars[i].disk);
+	free(r);
+	return code;
+}

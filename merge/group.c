@@ -1,0 +1,1324 @@
+/*
+ * merge/group: the all-or-none engine behind snapshot, commit and stream
+ * (see group.h).
+ *
+ * The job table is keyed by job id and fed by events, never by the reply
+ * that started a job: QEMU reports "created" and "running" before the
+ * command returns. g_step() looks at the whole table after every event or
+ * reply and decides the next move, so the order in which QEMU reports
+ * things cannot confuse it.
+ */
+#include "group.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "query.h"
+#include "xlate.h"
+
+enum g_phase {
+	P_FETCH,    /* reading chains and jobs */
+	P_START,    /* snapshot transaction or job starts in flight */
+	P_RUN,      /* jobs running; waiting until all can pivot */
+	P_COMPLETE, /* active jobs told to complete; waiting until all pending */
+	P_FINALIZE, /* finalize sent to all: past the point of no return */
+	P_ABORT,    /* cancelling every job; waiting until all concluded */
+	P_CLEANUP,  /* reading the jobs' results, dismissing them */
+	P_VERIFY,   /* reading the chains again */
+	P_DONE,
+};
+
+struct gjob {
+	struct merge_group *g;
+	char *want;    /* the disk as requested */
+	char *top_arg, *base_arg; /* layers as requested, NULL: defaults */
+	char *name;    /* the disk as livemerge names it */
+	char *root;    /* node name of the disk's active layer */
+	int top, base; /* layer indexes in the chain before; base may be nlayers */
+	char *top_node, *base_node;
+	char *overlay, *new_node;
+	int overlay_ours; /* did not exist before this run */
+	char *job_id;
+	int active;
+	enum xl_job_status st;
+	int start; /* 0 not sent, 1 in flight, 2 started, -1 refused */
+	int cancel_sent, complete_sent, finalize_sent, dismissed;
+	int seen; /* present in the last query-jobs */
+	int64_t offset, len;
+	char *error;
+	enum xl_job_status told_st; /* what the job callback last said */
+	int64_t told_offset, told_len;
+};
+
+struct merge_group {
+	struct qmp_conn *c;
+	struct ev_loop *loop;
+	struct merge_request req;
+	struct merge_callbacks cb;
+	void *arg;
+	int n;
+	struct gjob *jobs;
+	struct merge_chains *before, *after;
+
+	enum g_phase phase;
+	int changed;     /* a command that changes state was sent */
+	int outstanding; /* replies this phase waits for */
+	int fetch_jobs_done, fetch_chains_done;
+	json_object *jobs_before;
+
+	enum merge_outcome outcome; /* what the end will report */
+	struct lm_error err;
+	int have_err;
+
+	ev_timer poll;
+	double poll_interval;
+	int poll_inflight;
+
+	int cancel_requested;
+	int refs; /* the group + every command in flight */
+	int abandoned;
+	int done;
+};
+
+struct g_call {
+	struct merge_group *g;
+	struct gjob *j;
+	void (*fn)(struct merge_group *g, struct gjob *j, json_object *ret,
+		   const struct lm_error *err);
+};
+
+static void g_step(struct merge_group *g);
+static void g_verify(struct merge_group *g);
+static void g_finish(struct merge_group *g);
+
+const char *merge_verb_name(enum merge_verb v)
+{
+	switch (v) {
+	case MERGE_SNAPSHOT: return "snapshot";
+	case MERGE_COMMIT: return "commit";
+	case MERGE_STREAM: return "stream";
+	}
+	return "?";
+}
+
+static void g_msg(struct merge_group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void g_msg(struct merge_group *g, const char *fmt, ...)
+{
+	char line[600];
+	va_list ap;
+
+	if (g->cb.message == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	g->cb.message(line, g->arg);
+}
+
+/* Remember the first error; later ones only go to the message stream. */
+static void g_error(struct merge_group *g, const struct lm_error *err)
+{
+	if (!g->have_err) {
+		g->err = *err;
+		g->have_err = 1;
+	} else {
+		g_msg(g, "also: %s", err->msg);
+	}
+}
+
+static void g_errorf(struct merge_group *g, enum lm_err_code code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void g_errorf(struct merge_group *g, enum lm_err_code code, const char *fmt, ...)
+{
+	struct lm_error e;
+	va_list ap;
+
+	lm_error_set(&e, code, "%s", "");
+	va_start(ap, fmt);
+	vsnprintf(e.msg, sizeof(e.msg), fmt, ap);
+	va_end(ap);
+	g_error(g, &e);
+}
+
+static void g_unref(struct merge_group *g)
+{
+	int i;
+
+	if (--g->refs > 0)
+		return;
+	ev_timer_stop(g->loop, &g->poll);
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		free(j->want);
+		free(j->top_arg);
+		free(j->base_arg);
+		free(j->name);
+		free(j->root);
+		free(j->top_node);
+		free(j->base_node);
+		free(j->overlay);
+		free(j->new_node);
+		free(j->job_id);
+		free(j->error);
+	}
+	free(g->jobs);
+	free((char *)g->req.format);
+	merge_chains_free(g->before);
+	merge_chains_free(g->after);
+	json_object_put(g->jobs_before);
+	free(g);
+}
+
+static void g_reply_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err, void *arg)
+{
+	struct g_call *call = arg;
+	struct merge_group *g = call->g;
+
+	(void)c;
+	if (!g->abandoned && !g->done)
+		call->fn(g, call->j, ret, err);
+	free(call);
+	g_unref(g);
+}
+
+/*
+ * Send cmd (args taken). state_changing: announce it through the command
+ * callback, and on a dry run do not send it (fn is not called then).
+ * Returns 0, or -1 when the connection has failed (g's error set).
+ */
+static int g_send(struct merge_group *g, struct xl_cmd cmd, int state_changing, struct gjob *j,
+		  void (*fn)(struct merge_group *, struct gjob *, json_object *,
+			     const struct lm_error *))
+{
+	struct g_call *call;
+	struct lm_error e;
+	int r;
+
+	if (state_changing && g->cb.command != NULL)
+		g->cb.command(cmd.name, cmd.args, g->arg);
+	if (state_changing && g->req.dry_run) {
+		json_object_put(cmd.args);
+		return 0;
+	}
+	call = calloc(1, sizeof(*call));
+	if (call == NULL) {
+		json_object_put(cmd.args);
+		g_errorf(g, LM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	call->g = g;
+	call->j = j;
+	call->fn = fn;
+	r = qmp_conn_execute(g->c, cmd.name, cmd.args, -1, g_reply_cb, call, &e);
+	json_object_put(cmd.args);
+	if (r < 0) {
+		free(call);
+		g_error(g, &e);
+		return -1;
+	}
+	if (state_changing)
+		g->changed = 1;
+	g->refs++;
+	return 0;
+}
+
+static struct gjob *g_job_by_id(struct merge_group *g, const char *id)
+{
+	int i;
+
+	if (id == NULL)
+		return NULL;
+	for (i = 0; i < g->n; i++)
+		if (g->jobs[i].job_id != NULL && strcmp(g->jobs[i].job_id, id) == 0)
+			return &g->jobs[i];
+	return NULL;
+}
+
+static void g_job_update(struct merge_group *g, struct gjob *j)
+{
+	struct merge_job_update u = {
+		.disk = j->name,
+		.job_id = j->job_id,
+		.status = xl_job_status_name(j->st),
+		.offset = j->offset,
+		.len = j->len,
+		.speed = g->req.speed,
+	};
+
+	if (j->told_st == j->st && j->told_offset == j->offset && j->told_len == j->len)
+		return;
+	j->told_st = j->st;
+	j->told_offset = j->offset;
+	j->told_len = j->len;
+	if (g->cb.job != NULL)
+		g->cb.job(&u, g->arg);
+}
+
+/* The connection failed under us: nothing more can be sent. */
+static void g_conn_lost(struct merge_group *g, const struct lm_error *err)
+{
+	struct lm_error e = *err;
+
+	if (g->done)
+		return;
+	if (g->changed) {
+		lm_error_prefix(&e, "monitor lost while the %s ran (QEMU goes on with its jobs; "
+				    "check with 'livemerge jobs' and 'livemerge chain'): ",
+				merge_verb_name(g->req.verb));
+		g->outcome = MERGE_UNKNOWN;
+	} else {
+		g->outcome = MERGE_CONN_FAILED;
+	}
+	g->have_err = 0;
+	g_error(g, &e);
+	g_finish(g);
+}
+
+static int g_is_conn_error(const struct lm_error *err)
+{
+	return err->code != LM_ERR_QMP && err->code != LM_ERR_TIMEOUT;
+}
+
+/* ---- the end ---------------------------------------------------------- */
+
+static json_object *g_result_json(struct merge_group *g)
+{
+	json_object *o = json_object_new_object(), *disks = json_object_new_array();
+	const struct merge_chains *ch = g->after ? g->after : g->before;
+	int i;
+
+	json_object_object_add(o, "type", json_object_new_string("result"));
+	json_object_object_add(o, "ok", json_object_new_boolean(g->outcome == MERGE_DONE));
+	json_object_object_add(o, "verb", json_object_new_string(merge_verb_name(g->req.verb)));
+	json_object_object_add(o, "outcome", json_object_new_int(g->outcome));
+	if (g->req.dry_run)
+		json_object_object_add(o, "dry-run", json_object_new_boolean(1));
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *d = ch && j->name ? merge_chains_find(ch, j->name) : NULL;
+		json_object *jd = d ? merge_disk_to_json(d) : json_object_new_object();
+
+		if (d == NULL)
+			json_object_object_add(jd, "disk", json_object_new_string(j->name ? j->name
+											  : j->want));
+		if (j->job_id != NULL)
+			json_object_object_add(jd, "job", json_object_new_string(j->job_id));
+		if (j->error != NULL)
+			json_object_object_add(jd, "error", json_object_new_string(j->error));
+		json_object_array_add(disks, jd);
+	}
+	json_object_object_add(o, "disks", disks);
+	if (g->outcome != MERGE_DONE && g->have_err) {
+		json_object *e = json_object_new_object();
+
+		json_object_object_add(e, "code", json_object_new_string(lm_error_code_name(g->err.code)));
+		json_object_object_add(e, "message", json_object_new_string(g->err.msg));
+		if (g->err.qmp_class[0] != '\0')
+			json_object_object_add(e, "class", json_object_new_string(g->err.qmp_class));
+		json_object_object_add(o, "error", e);
+	}
+	return o;
+}
+
+static void g_finish(struct merge_group *g)
+{
+	struct merge_result r;
+
+	if (g->done)
+		return;
+	g->done = 1;
+	g->phase = P_DONE;
+	ev_timer_stop(g->loop, &g->poll);
+	qmp_conn_set_event_cb(g->c, NULL, NULL);
+	if (g->outcome != MERGE_DONE && !g->have_err)
+		g_errorf(g, LM_ERR_FAILED, "%s failed", merge_verb_name(g->req.verb));
+	r.outcome = g->outcome;
+	r.err = g->outcome == MERGE_DONE ? NULL : &g->err;
+	r.json = g_result_json(g);
+	g->refs++; /* the callback may free the group */
+	if (g->cb.done != NULL)
+		g->cb.done(&r, g->arg);
+	json_object_put(r.json);
+	g_unref(g);
+}
+
+/* ---- file helpers --------------------------------------------------------- */
+
+static int g_file_exists(struct merge_group *g, const char *path, struct lm_error *err)
+{
+	struct stat st;
+
+	if (g->req.files != NULL)
+		return g->req.files->exists(path, g->req.files->arg, err);
+	if (lstat(path, &st) == 0)
+		return 1;
+	if (errno == ENOENT)
+		return 0;
+	return lm_error_set(err, LM_ERR_IO, "cannot check %s: %s", path, strerror(errno));
+}
+
+static int g_file_remove(struct merge_group *g, const char *path, struct lm_error *err)
+{
+	if (g->req.files != NULL)
+		return g->req.files->remove(path, g->req.files->arg, err);
+	if (unlink(path) == 0 || errno == ENOENT)
+		return 0;
+	return lm_error_set(err, LM_ERR_IO, "cannot delete %s: %s", path, strerror(errno));
+}
+
+/* Remove the overlays this run created (never one that existed before). */
+static void g_remove_our_overlays(struct merge_group *g)
+{
+	int i;
+
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		struct lm_error e;
+
+		if (!j->overlay_ours || g_file_exists(g, j->overlay, &e) != 1)
+			continue;
+		if (g_file_remove(g, j->overlay, &e) < 0)
+			g_msg(g, "%s: %s", j->name, e.msg);
+		else
+			g_msg(g, "%s: removed %s, created by this run", j->name, j->overlay);
+	}
+}
+
+/* ---- expected chains ------------------------------------------------------- */
+
+static const struct merge_disk *g_disk_before(struct merge_group *g, struct gjob *j)
+{
+	return merge_chains_find(g->before, j->name);
+}
+
+/* Check j's chain in g->after: expected (changed=1) or as before (0). */
+static int g_chain_check(struct merge_group *g, struct gjob *j, int changed, char *why, size_t len)
+{
+	const struct merge_disk *b = g_disk_before(g, j);
+	const struct merge_disk *a = merge_chains_find(g->after, j->name);
+	const char *expect[4096];
+	int n = 0, i;
+
+	if (a == NULL) {
+		snprintf(why, len, "%s: the disk is gone", j->name);
+		return -1;
+	}
+	if (!changed || g->req.dry_run) {
+		for (i = 0; i < b->nlayers && n < 4096; i++)
+			expect[n++] = b->layers[i].filename;
+	} else if (g->req.verb == MERGE_SNAPSHOT) {
+		expect[n++] = j->overlay;
+		for (i = 0; i < b->nlayers && n < 4096; i++)
+			expect[n++] = b->layers[i].filename;
+	} else {
+		int keep_top = g->req.verb == MERGE_COMMIT ? j->top : 1;
+
+		for (i = 0; i < keep_top; i++)
+			expect[n++] = b->layers[i].filename;
+		for (i = j->base; i < b->nlayers && n < 4096; i++)
+			expect[n++] = b->layers[i].filename;
+	}
+	for (i = 0; i < n && i < a->nlayers; i++) {
+		if (strcmp(a->layers[i].filename, expect[i]) != 0) {
+			snprintf(why, len, "%s: layer %d is %s, expected %s", j->name, i,
+				 a->layers[i].filename, expect[i]);
+			return -1;
+		}
+	}
+	if (a->nlayers != n) {
+		snprintf(why, len, "%s: chain has %d layers, expected %d", j->name, a->nlayers, n);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- verify and finish ------------------------------------------------------ */
+
+static void g_delete_removed(struct merge_group *g)
+{
+	int i, k;
+
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *b = g_disk_before(g, j);
+		int from = g->req.verb == MERGE_COMMIT ? j->top : 1;
+
+		for (k = from; k < j->base; k++) {
+			struct lm_error e;
+			const char *f = b->layers[k].filename;
+
+			if (g_file_remove(g, f, &e) < 0)
+				g_msg(g, "%s: %s", j->name, e.msg);
+			else
+				g_msg(g, "%s: deleted %s", j->name, f);
+		}
+	}
+}
+
+static void g_verified(struct merge_chains *ch, const struct lm_error *err, void *arg)
+{
+	struct merge_group *g = arg;
+	int expect_change = g->outcome == MERGE_DONE;
+	char why[600];
+	int i, bad = 0;
+
+	if (g->done || g->abandoned) {
+		merge_chains_free(ch);
+		g_unref(g);
+		return;
+	}
+	if (ch == NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+		} else {
+			g_error(g, err);
+			g->outcome = MERGE_UNKNOWN;
+			g_finish(g);
+		}
+		g_unref(g);
+		return;
+	}
+	g->after = ch;
+	for (i = 0; i < g->n; i++) {
+		if (g_chain_check(g, &g->jobs[i], expect_change, why, sizeof(why)) < 0) {
+			g_errorf(g, LM_ERR_STATE, "%s chain check failed: %s",
+				 expect_change ? "after the change," : "after the rollback,", why);
+			bad = 1;
+		}
+	}
+	if (bad)
+		g->outcome = MERGE_UNKNOWN;
+	else if (expect_change && g->req.delete_removed && !g->req.dry_run &&
+		 g->req.verb != MERGE_SNAPSHOT)
+		g_delete_removed(g);
+	g_finish(g);
+	g_unref(g);
+}
+
+static void g_verify(struct merge_group *g)
+{
+	struct lm_error e;
+
+	g->phase = P_VERIFY;
+	if (merge_chains_fetch(g->c, g_verified, g, &e) < 0) {
+		g_conn_lost(g, &e);
+		return;
+	}
+	g->refs++;
+}
+
+/* ---- jobs: cleanup ------------------------------------------------------------ */
+
+static void g_dismissed(struct merge_group *g, struct gjob *j, json_object *ret,
+			const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+			return;
+		}
+		g_msg(g, "%s: %s", j->name, err->msg);
+	} else {
+		j->dismissed = 1;
+	}
+	if (--g->outstanding == 0)
+		g_verify(g);
+}
+
+static void g_dismiss_all(struct merge_group *g)
+{
+	int i;
+
+	g->outstanding = 1;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (j->start != 2 || j->dismissed || j->st == XL_JOB_NULL)
+			continue;
+		if (g_send(g, xl_job_verb(XL_VERB_DISMISS, j->job_id), 1, j, g_dismissed) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		if (!g->req.dry_run)
+			g->outstanding++;
+	}
+	if (--g->outstanding == 0)
+		g_verify(g);
+}
+
+/* Read every concluded job's error before dismissing it. */
+static void g_results_read(struct merge_group *g, struct gjob *unused, json_object *ret,
+			   const struct lm_error *err)
+{
+	struct xl_job_info ji;
+	int i;
+
+	(void)unused;
+	if (err != NULL) {
+		g_conn_lost(g, err);
+		return;
+	}
+	for (i = 0; xl_query_jobs_entry(ret, i, &ji) == 0; i++) {
+		struct gjob *j = g_job_by_id(g, ji.id);
+
+		if (j == NULL || ji.error == NULL)
+			continue;
+		if (j->error == NULL)
+			j->error = strdup(ji.error);
+	}
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (j->error == NULL)
+			continue;
+		if (g->outcome == MERGE_DONE) {
+			g_errorf(g, LM_ERR_STATE, "%s: job %s failed at finalize: %s", j->name,
+				 j->job_id, j->error);
+			g->outcome = MERGE_UNKNOWN;
+		} else if (!j->cancel_sent) {
+			g_errorf(g, LM_ERR_FAILED, "%s: job %s failed: %s", j->name, j->job_id,
+				 j->error);
+		}
+	}
+	g_dismiss_all(g);
+}
+
+static void g_cleanup(struct merge_group *g)
+{
+	g->phase = P_CLEANUP;
+	if (g->req.dry_run) {
+		g_dismiss_all(g);
+		return;
+	}
+	if (g_send(g, xl_query_jobs(), 0, NULL, g_results_read) < 0)
+		g_conn_lost(g, &g->err);
+}
+
+/* ---- jobs: the barrier ---------------------------------------------------------- */
+
+static int g_job_ended(const struct gjob *j)
+{
+	return j->st == XL_JOB_CONCLUDED || j->st == XL_JOB_NULL;
+}
+
+static int g_job_failed(const struct gjob *j)
+{
+	return j->start == -1 || j->st == XL_JOB_ABORTING || g_job_ended(j) || j->error != NULL;
+}
+
+static void g_cancelled(struct merge_group *g, struct gjob *j, json_object *ret,
+			const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+			return;
+		}
+		/* e.g. it concluded meanwhile: its state decides */
+		g_msg(g, "%s: %s", j->name, err->msg);
+	}
+	g_step(g);
+}
+
+static void g_abort(struct merge_group *g)
+{
+	int i;
+
+	if (g->phase != P_ABORT) {
+		g->phase = P_ABORT;
+		g->outcome = MERGE_FAILED;
+		g_msg(g, "cancelling every job: no disk pivots");
+	}
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (j->start != 2 || j->cancel_sent || g_job_ended(j))
+			continue;
+		j->cancel_sent = 1;
+		if (g_send(g, xl_job_verb(XL_VERB_CANCEL, j->job_id), 1, j, g_cancelled) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+	}
+}
+
+static void g_job_reply(struct merge_group *g, struct gjob *j, json_object *ret,
+			const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+			return;
+		}
+		g_errorf(g, err->code == LM_ERR_QMP ? LM_ERR_FAILED : err->code, "%s: %s", j->name,
+			 err->msg);
+		if (g->phase == P_FINALIZE) {
+			g->outcome = MERGE_UNKNOWN;
+			if (j->error == NULL)
+				j->error = strdup(err->msg);
+		} else if (g->phase != P_ABORT) {
+			g_abort(g);
+		}
+	}
+	g_step(g);
+}
+
+static void g_started(struct merge_group *g, struct gjob *j, json_object *ret,
+		      const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+			return;
+		}
+		j->start = -1;
+		g_errorf(g, LM_ERR_FAILED, "%s: QEMU refused the %s: %s", j->name,
+			 merge_verb_name(g->req.verb), err->msg);
+		snprintf(g->err.qmp_class, sizeof(g->err.qmp_class), "%s", err->qmp_class);
+	} else {
+		j->start = 2;
+		g_msg(g, "%s: job %s started", j->name, j->job_id);
+	}
+	g_step(g);
+}
+
+static void g_step(struct merge_group *g)
+{
+	int i, all_started = 1, any_failed = 0, all_ready = 1, all_pending = 1, all_ended = 1;
+
+	if (g->done || g->phase < P_RUN || g->phase >= P_CLEANUP)
+		return;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (j->start == 1)
+			all_started = 0;
+		if (j->start != 2 && j->start != -1)
+			all_ended = 0;
+		if (j->start == 2 && !g_job_ended(j))
+			all_ended = 0;
+		if (g_job_failed(j))
+			any_failed = 1;
+		if (!(j->start == 2 && (j->st == XL_JOB_PENDING || (j->active && j->st == XL_JOB_READY))))
+			all_ready = 0;
+		if (!(j->start == 2 && j->st == XL_JOB_PENDING))
+			all_pending = 0;
+	}
+	switch (g->phase) {
+	case P_RUN:
+	case P_COMPLETE:
+		if (any_failed || g->cancel_requested) {
+			if (g->cancel_requested && !g->have_err)
+				g_errorf(g, LM_ERR_FAILED, "%s cancelled by request",
+					 merge_verb_name(g->req.verb));
+			g_abort(g);
+			g_step(g);
+			return;
+		}
+		if (g->phase == P_RUN && all_started && all_ready) {
+			g->phase = P_COMPLETE;
+			g_msg(g, "every job is ready: completing them");
+			for (i = 0; i < g->n; i++) {
+				struct gjob *j = &g->jobs[i];
+
+				if (!j->active || j->complete_sent)
+					continue;
+				j->complete_sent = 1;
+				if (g_send(g, xl_job_verb(XL_VERB_COMPLETE, j->job_id), 1, j,
+					   g_job_reply) < 0) {
+					g_conn_lost(g, &g->err);
+					return;
+				}
+			}
+			if (g->req.dry_run)
+				for (i = 0; i < g->n; i++)
+					g->jobs[i].st = XL_JOB_PENDING;
+			g_step(g);
+			return;
+		}
+		if (g->phase == P_COMPLETE && all_pending) {
+			g->phase = P_FINALIZE;
+			g->outcome = MERGE_DONE;
+			g_msg(g, "every job is pending: finalizing them back to back");
+			for (i = 0; i < g->n; i++) {
+				struct gjob *j = &g->jobs[i];
+
+				j->finalize_sent = 1;
+				if (g_send(g, xl_job_verb(XL_VERB_FINALIZE, j->job_id), 1, j,
+					   g_job_reply) < 0) {
+					g_conn_lost(g, &g->err);
+					return;
+				}
+			}
+			if (g->req.dry_run)
+				for (i = 0; i < g->n; i++)
+					g->jobs[i].st = XL_JOB_CONCLUDED;
+			g_step(g);
+		}
+		return;
+	case P_FINALIZE:
+	case P_ABORT:
+		if (all_started && all_ended)
+			g_cleanup(g);
+		return;
+	default:
+		return;
+	}
+}
+
+/* ---- events and polling ----------------------------------------------------------- */
+
+static void g_event_cb(struct qmp_conn *c, const struct qmp_msg *ev, void *arg)
+{
+	struct merge_group *g = arg;
+	struct xl_job_event je;
+	struct gjob *j;
+
+	(void)c;
+	xl_job_event_decode(ev, &je);
+	if (je.kind == XL_EV_NONE || (j = g_job_by_id(g, je.job_id)) == NULL)
+		return;
+	switch (je.kind) {
+	case XL_EV_STATUS:
+		j->st = je.status;
+		if (je.status == XL_JOB_READY)
+			g_msg(g, "%s: job %s ready to pivot", j->name, j->job_id);
+		break;
+	case XL_EV_COMPLETED:
+	case XL_EV_CANCELLED:
+		if (je.offset >= 0)
+			j->offset = je.offset;
+		if (je.len >= 0)
+			j->len = je.len;
+		if (je.error != NULL && j->error == NULL)
+			j->error = strdup(je.error);
+		break;
+	case XL_EV_READY:
+		if (je.offset >= 0)
+			j->offset = je.offset;
+		if (je.len >= 0)
+			j->len = je.len;
+		break;
+	case XL_EV_ERROR:
+		g_msg(g, "%s: job %s hit an I/O error on %s (%s)", j->name, j->job_id,
+		      je.operation ? je.operation : "?", je.action ? je.action : "?");
+		break;
+	default:
+		break;
+	}
+	g_job_update(g, j);
+	g_step(g);
+}
+
+static void g_polled(struct merge_group *g, struct gjob *unused, json_object *ret,
+		     const struct lm_error *err)
+{
+	struct xl_job_info ji;
+	int i;
+
+	(void)unused;
+	g->poll_inflight = 0;
+	if (err != NULL) {
+		if (g_is_conn_error(err))
+			g_conn_lost(g, err);
+		return;
+	}
+	for (i = 0; i < g->n; i++)
+		g->jobs[i].seen = 0;
+	for (i = 0; xl_query_jobs_entry(ret, i, &ji) == 0; i++) {
+		struct gjob *j = g_job_by_id(g, ji.id);
+
+		if (j == NULL)
+			continue;
+		j->seen = 1;
+		if (ji.offset >= 0)
+			j->offset = ji.offset;
+		if (ji.len >= 0)
+			j->len = ji.len;
+		/* replies are ordered after every event before them: this is current */
+		if (ji.status != XL_JOB_UNKNOWN)
+			j->st = ji.status;
+		if (ji.error != NULL && j->error == NULL)
+			j->error = strdup(ji.error);
+		g_job_update(g, j);
+	}
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (j->start == 2 && !j->seen && !j->dismissed && g->phase < P_CLEANUP) {
+			/* never infer success from a job that vanished */
+			g_errorf(g, LM_ERR_STATE,
+				 "%s: job %s vanished from QEMU without a result (dismissed from "
+				 "elsewhere?)", j->name, j->job_id);
+			j->st = XL_JOB_NULL;
+			g->outcome = MERGE_UNKNOWN;
+			g->phase = P_CLEANUP;
+			g_verify(g);
+			return;
+		}
+	}
+	g_step(g);
+}
+
+static void g_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct merge_group *g = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (g->done || g->poll_inflight || g->phase < P_RUN || g->phase >= P_CLEANUP ||
+	    g->req.dry_run)
+		return;
+	g->poll_inflight = 1;
+	if (g_send(g, xl_query_jobs(), 0, NULL, g_polled) < 0)
+		g_conn_lost(g, &g->err);
+}
+
+/* ---- starting ------------------------------------------------------------------------ */
+
+static void g_snapshot_done(struct merge_group *g, struct gjob *unused, json_object *ret,
+			    const struct lm_error *err)
+{
+	(void)unused;
+	(void)ret;
+	if (err != NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+			return;
+		}
+		g_errorf(g, LM_ERR_FAILED, "QEMU refused the snapshot (no disk changed): %s",
+			 err->msg);
+		snprintf(g->err.qmp_class, sizeof(g->err.qmp_class), "%s", err->qmp_class);
+		g->outcome = MERGE_FAILED;
+		g_remove_our_overlays(g);
+	} else {
+		g->outcome = MERGE_DONE;
+		g_msg(g, "snapshot taken of %d disk%s", g->n, g->n == 1 ? "" : "s");
+	}
+	g_verify(g);
+}
+
+static void g_start(struct merge_group *g)
+{
+	int i;
+
+	g->phase = P_START;
+	if (g->req.verb == MERGE_SNAPSHOT) {
+		const char **nodes = calloc((size_t)g->n, sizeof(*nodes));
+		const char **files = calloc((size_t)g->n, sizeof(*files));
+		const char **new_nodes = calloc((size_t)g->n, sizeof(*new_nodes));
+		int r = -1;
+
+		if (nodes != NULL && files != NULL && new_nodes != NULL) {
+			for (i = 0; i < g->n; i++) {
+				nodes[i] = g->jobs[i].root;
+				files[i] = g->jobs[i].overlay;
+				new_nodes[i] = g->jobs[i].new_node;
+			}
+			r = g_send(g, xl_snapshot_transaction(g->n, nodes, files, new_nodes,
+							      g->req.format),
+				   1, NULL, g_snapshot_done);
+		} else {
+			g_errorf(g, LM_ERR_NOMEM, "out of memory");
+		}
+		free(nodes);
+		free(files);
+		free(new_nodes);
+		if (r < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		if (g->req.dry_run) {
+			g->outcome = MERGE_DONE;
+			g_verify(g);
+		}
+		return;
+	}
+	g->phase = P_RUN;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		struct xl_cmd cmd = g->req.verb == MERGE_COMMIT
+					    ? xl_commit(j->job_id, j->root, j->top_node, j->base_node,
+							g->req.speed)
+					    : xl_stream(j->job_id, j->root, j->base_node, g->req.speed);
+
+		j->start = 1;
+		if (g_send(g, cmd, 1, j, g_started) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		if (g->req.dry_run) {
+			j->start = 2;
+			j->st = j->active ? XL_JOB_READY : XL_JOB_PENDING;
+		}
+	}
+	if (g->poll_interval > 0 && !g->req.dry_run) {
+		ev_timer_set(&g->poll, g->poll_interval, g->poll_interval);
+		ev_timer_start(g->loop, &g->poll);
+	}
+	g_step(g);
+}
+
+/* ---- resolving the request against the live chains -------------------------------------- */
+
+static void g_sanitize(char *s)
+{
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		      *s == '-' || *s == '.' || *s == '_'))
+			*s = '_';
+}
+
+static uint32_t g_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+static int g_bad(struct merge_group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int g_bad(struct merge_group *g, const char *fmt, ...)
+{
+	va_list ap;
+
+	lm_error_set(&g->err, LM_ERR_USAGE, "%s", "");
+	va_start(ap, fmt);
+	vsnprintf(g->err.msg, sizeof(g->err.msg), fmt, ap);
+	va_end(ap);
+	g->have_err = 1;
+	g->outcome = MERGE_BAD_REQUEST;
+	return -1;
+}
+
+static int g_resolve_layer(struct merge_group *g, const struct merge_disk *d, const char *name,
+			   const char *what)
+{
+	int k = merge_disk_find_layer(d, name);
+
+	if (k < 0)
+		return g_bad(g, "%s: no layer '%s' in its chain (for %s; 'livemerge chain %s' shows "
+				"the layers)", d->name, name, what, d->name);
+	return k;
+}
+
+static int g_resolve(struct merge_group *g)
+{
+	int i, k;
+
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *d = merge_chains_find(g->before, j->want);
+		const char *verb = merge_verb_name(g->req.verb);
+		struct lm_error e;
+
+		if (d == NULL)
+			return g_bad(g, "no disk '%s' (run 'livemerge chain' to list the disks)",
+				     j->want);
+		for (k = 0; k < i; k++)
+			if (strcmp(g->jobs[k].name, d->name) == 0)
+				return g_bad(g, "disk %s is named twice", d->name);
+		j->name = strdup(d->name);
+		if (d->nlayers == 0 || d->layers[0].node_name == NULL)
+			return g_bad(g, "%s: cannot tell the node name of its active layer", d->name);
+		j->root = strdup(d->layers[0].node_name);
+		if (g->req.verb == MERGE_SNAPSHOT) {
+			char nn[32];
+			int r;
+
+			if (j->overlay == NULL || j->overlay[0] != '/')
+				return g_bad(g, "%s: the overlay must be an absolute path", d->name);
+			r = g_file_exists(g, j->overlay, &e);
+			if (r < 0)
+				return g_bad(g, "%s", e.msg);
+			if (r == 1)
+				return g_bad(g, "%s: overlay %s exists already; refusing to overwrite it",
+					     d->name, j->overlay);
+			for (k = 0; k < d->nlayers; k++)
+				if (strcmp(d->layers[k].filename, j->overlay) == 0)
+					return g_bad(g, "%s: %s is in its chain already", d->name,
+						     j->overlay);
+			for (k = 0; k < i; k++)
+				if (strcmp(g->jobs[k].overlay, j->overlay) == 0)
+					return g_bad(g, "overlay %s is given twice", j->overlay);
+			j->overlay_ours = 1;
+			snprintf(nn, sizeof(nn), "lm-%08x", g_hash(j->overlay));
+			j->new_node = strdup(nn);
+			continue;
+		}
+		if (d->nlayers < 2)
+			return g_bad(g, "%s: its chain has a single layer: nothing to %s", d->name, verb);
+		if (g->req.verb == MERGE_COMMIT) {
+			j->top = 0;
+			if (j->top_arg != NULL &&
+			    (j->top = g_resolve_layer(g, d, j->top_arg, "--top")) < 0)
+				return -1;
+			if (j->top == d->nlayers - 1)
+				return g_bad(g, "%s: top %s is the base of the chain: nothing below it",
+					     d->name, d->layers[j->top].filename);
+			j->base = j->top + 1;
+			if (j->base_arg != NULL &&
+			    (j->base = g_resolve_layer(g, d, j->base_arg, "--base")) < 0)
+				return -1;
+			if (j->base <= j->top)
+				return g_bad(g, "%s: base %s is not below top %s", d->name,
+					     d->layers[j->base].filename, d->layers[j->top].filename);
+			j->active = j->top == 0;
+			if (d->layers[j->top].node_name == NULL)
+				return g_bad(g, "%s: cannot tell the node name of %s", d->name,
+					     d->layers[j->top].filename);
+			j->top_node = strdup(d->layers[j->top].node_name);
+		} else {
+			j->base = d->nlayers; /* flatten */
+			if (j->base_arg != NULL &&
+			    (j->base = g_resolve_layer(g, d, j->base_arg, "--base")) < 0)
+				return -1;
+			if (j->base == 0)
+				return g_bad(g, "%s: base %s is the active layer: nothing to stream",
+					     d->name, d->layers[0].filename);
+			if (j->base == 1)
+				return g_bad(g, "%s: base %s is right below the active layer: nothing "
+						"to stream", d->name, d->layers[1].filename);
+		}
+		if (j->base < d->nlayers) {
+			if (d->layers[j->base].node_name == NULL)
+				return g_bad(g, "%s: cannot tell the node name of %s", d->name,
+					     d->layers[j->base].filename);
+			j->base_node = strdup(d->layers[j->base].node_name);
+		}
+		{
+			char id[256];
+
+			snprintf(id, sizeof(id), "livemerge-%s-%s", verb, d->name);
+			g_sanitize(id + 10);
+			j->job_id = strdup(id);
+		}
+	}
+	return 0;
+}
+
+/* Jobs with our ids that QEMU still has: report and dismiss concluded ones,
+ * refuse while one still runs. */
+static int g_check_leftovers(struct merge_group *g)
+{
+	struct xl_job_info ji;
+	int i;
+
+	for (i = 0; xl_query_jobs_entry(g->jobs_before, i, &ji) == 0; i++) {
+		struct gjob *j = g_job_by_id(g, ji.id);
+
+		if (j == NULL)
+			continue;
+		if (ji.status != XL_JOB_CONCLUDED)
+			return g_bad(g, "%s: job id %s is in use by a job in state '%s' (wait for it, "
+					"or 'livemerge cancel %s')", j->name, ji.id,
+				     xl_job_status_name(ji.status), ji.id);
+		g_msg(g, "%s: dismissing leftover concluded job %s (%s)", j->name, ji.id,
+		      ji.error ? ji.error : "it had succeeded");
+	}
+	return 0;
+}
+
+static void g_leftover_dismissed(struct merge_group *g, struct gjob *j, json_object *ret,
+				 const struct lm_error *err)
+{
+	(void)ret;
+	(void)j;
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	if (err != NULL) {
+		g_errorf(g, LM_ERR_FAILED, "cannot dismiss leftover job: %s", err->msg);
+		g->outcome = MERGE_FAILED;
+		g_finish(g);
+		return;
+	}
+	if (--g->outstanding == 0)
+		g_start(g);
+}
+
+static void g_fetched(struct merge_group *g)
+{
+	struct xl_job_info ji;
+	int i;
+
+	if (g->done || !g->fetch_chains_done || !g->fetch_jobs_done)
+		return;
+	if (g->cancel_requested) {
+		g_errorf(g, LM_ERR_FAILED, "%s cancelled before anything was sent",
+			 merge_verb_name(g->req.verb));
+		g->outcome = MERGE_FAILED;
+		g_finish(g);
+		return;
+	}
+	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0) {
+		g_finish(g);
+		return;
+	}
+	/* dismiss our concluded leftovers first: their ids must be free */
+	g->outstanding = 1;
+	for (i = 0; xl_query_jobs_entry(g->jobs_before, i, &ji) == 0; i++) {
+		struct gjob *j = g_job_by_id(g, ji.id);
+
+		if (j == NULL)
+			continue;
+		if (g_send(g, xl_job_verb(XL_VERB_DISMISS, ji.id), 1, j, g_leftover_dismissed) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		if (!g->req.dry_run)
+			g->outstanding++;
+	}
+	if (--g->outstanding == 0)
+		g_start(g);
+}
+
+static void g_chains_fetched(struct merge_chains *ch, const struct lm_error *err, void *arg)
+{
+	struct merge_group *g = arg;
+
+	if (g->done || g->abandoned) {
+		merge_chains_free(ch);
+		g_unref(g);
+		return;
+	}
+	if (ch == NULL) {
+		if (g_is_conn_error(err)) {
+			g_conn_lost(g, err);
+		} else {
+			g->outcome = MERGE_CONN_FAILED;
+			g_error(g, err);
+			g_finish(g);
+		}
+	} else {
+		g->before = ch;
+		g->fetch_chains_done = 1;
+		g_fetched(g);
+	}
+	g_unref(g);
+}
+
+static void g_jobs_fetched(struct merge_group *g, struct gjob *unused, json_object *ret,
+			   const struct lm_error *err)
+{
+	(void)unused;
+	if (err != NULL) {
+		if (g_is_conn_error(err))
+			g_conn_lost(g, err);
+		else {
+			g->outcome = MERGE_CONN_FAILED;
+			g_error(g, err);
+			g_finish(g);
+		}
+		return;
+	}
+	g->jobs_before = json_object_get(ret);
+	g->fetch_jobs_done = 1;
+	g_fetched(g);
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_request *req,
+				      const struct merge_callbacks *cb, void *arg,
+				      struct lm_error *err)
+{
+	struct merge_group *g;
+	int i;
+
+	if (req->ntargets <= 0) {
+		lm_error_set(err, LM_ERR_USAGE, "%s: no disk given", merge_verb_name(req->verb));
+		return NULL;
+	}
+	if (req->speed < 0) {
+		lm_error_set(err, LM_ERR_USAGE, "speed must not be negative");
+		return NULL;
+	}
+	g = calloc(1, sizeof(*g));
+	if (g == NULL || (g->jobs = calloc((size_t)req->ntargets, sizeof(*g->jobs))) == NULL) {
+		free(g);
+		lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	g->c = c;
+	g->loop = NULL;
+	g->req = *req;
+	g->req.format = req->format ? strdup(req->format) : NULL;
+	g->cb = *cb;
+	g->arg = arg;
+	g->n = req->ntargets;
+	g->refs = 1;
+	g->poll_interval = 1.0;
+	g->outcome = MERGE_FAILED;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		j->g = g;
+		j->want = strdup(req->targets[i].disk ? req->targets[i].disk : "");
+		if (req->targets[i].overlay != NULL)
+			j->overlay = strdup(req->targets[i].overlay);
+		if (req->targets[i].top != NULL)
+			j->top_arg = strdup(req->targets[i].top);
+		if (req->targets[i].base != NULL)
+			j->base_arg = strdup(req->targets[i].base);
+		j->offset = j->len = -1;
+	}
+	g->req.targets = NULL; /* the caller's; copied above */
+	g->loop = qmp_conn_loop(c);
+	ev_init(&g->poll, g_poll_cb);
+	g->poll.data = g;
+	qmp_conn_set_event_cb(c, g_event_cb, g);
+	g->phase = P_FETCH;
+	if (merge_chains_fetch(c, g_chains_fetched, g, err) < 0) {
+		g_unref(g);
+		return NULL;
+	}
+	g->refs++;
+	if (g_send(g, xl_query_jobs(), 0, NULL, g_jobs_fetched) < 0) {
+		/* the fetch above fails through its callback, which finishes the group */
+		g->have_err = 0;
+	}
+	return g;
+}
+
+void merge_group_set_poll_interval(struct merge_group *g, double interval)
+{
+	g->poll_interval = interval;
+}
+
+void merge_group_cancel(struct merge_group *g)
+{
+	if (g->done || g->cancel_requested)
+		return;
+	g->cancel_requested = 1;
+	if (g->phase <= P_START) {
+		/* nothing started yet, or the snapshot transaction is in flight:
+		 * what comes back decides */
+		return;
+	}
+	g_step(g);
+}
+
+void merge_group_free(struct merge_group *g)
+{
+	if (g == NULL)
+		return;
+	if (!g->done) {
+		g->abandoned = 1;
+		ev_timer_stop(g->loop, &g->poll);
+		qmp_conn_set_event_cb(g->c, NULL, NULL);
+	}
+	g_unref(g);
+}

@@ -1,0 +1,197 @@
+/*
+ * merge/xlate: engine requests to QMP and QMP job reports to engine terms.
+ */
+#include "xlate.h"
+
+#include <string.h>
+
+static const char *const xl_status_names[] = {
+	[XL_JOB_UNKNOWN] = "unknown",     [XL_JOB_UNDEFINED] = "undefined",
+	[XL_JOB_CREATED] = "created",     [XL_JOB_RUNNING] = "running",
+	[XL_JOB_PAUSED] = "paused",       [XL_JOB_READY] = "ready",
+	[XL_JOB_STANDBY] = "standby",     [XL_JOB_WAITING] = "waiting",
+	[XL_JOB_PENDING] = "pending",     [XL_JOB_ABORTING] = "aborting",
+	[XL_JOB_CONCLUDED] = "concluded", [XL_JOB_NULL] = "null",
+};
+
+static void xl_add_str(json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static const char *xl_str(json_object *o, const char *k)
+{
+	json_object *v;
+
+	if (o != NULL && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+static int64_t xl_int(json_object *o, const char *k)
+{
+	json_object *v;
+
+	if (o != NULL && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_int))
+		return json_object_get_int64(v);
+	return -1;
+}
+
+struct xl_cmd xl_snapshot_transaction(int n, const char *const *nodes, const char *const *files,
+				      const char *const *new_nodes, const char *format)
+{
+	struct xl_cmd c = { "transaction", json_object_new_object() };
+	json_object *actions = json_object_new_array();
+	int i;
+
+	for (i = 0; i < n; i++) {
+		json_object *a = json_object_new_object(), *d = json_object_new_object();
+
+		xl_add_str(d, "node-name", nodes[i]);
+		xl_add_str(d, "snapshot-file", files[i]);
+		if (new_nodes != NULL && new_nodes[i] != NULL)
+			xl_add_str(d, "snapshot-node-name", new_nodes[i]);
+		xl_add_str(d, "format", format ? format : "qcow2");
+		xl_add_str(d, "mode", "absolute-paths");
+		xl_add_str(a, "type", "blockdev-snapshot-sync");
+		json_object_object_add(a, "data", d);
+		json_object_array_add(actions, a);
+	}
+	json_object_object_add(c.args, "actions", actions);
+	return c;
+}
+
+static json_object *xl_job_args(const char *job_id, const char *root_node, int64_t speed)
+{
+	json_object *a = json_object_new_object();
+
+	xl_add_str(a, "job-id", job_id);
+	xl_add_str(a, "device", root_node);
+	if (speed > 0)
+		json_object_object_add(a, "speed", json_object_new_int64(speed));
+	/* held in PENDING before any graph change, kept CONCLUDED until read */
+	json_object_object_add(a, "auto-finalize", json_object_new_boolean(0));
+	json_object_object_add(a, "auto-dismiss", json_object_new_boolean(0));
+	return a;
+}
+
+struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *top_node,
+			const char *base_node, int64_t speed)
+{
+	struct xl_cmd c = { "block-commit", xl_job_args(job_id, root_node, speed) };
+
+	xl_add_str(c.args, "top-node", top_node);
+	xl_add_str(c.args, "base-node", base_node);
+	return c;
+}
+
+struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *base_node,
+			int64_t speed)
+{
+	struct xl_cmd c = { "block-stream", xl_job_args(job_id, root_node, speed) };
+
+	if (base_node != NULL)
+		xl_add_str(c.args, "base-node", base_node);
+	return c;
+}
+
+struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id)
+{
+	static const char *const names[] = {
+		[XL_VERB_COMPLETE] = "job-complete",
+		[XL_VERB_FINALIZE] = "job-finalize",
+		[XL_VERB_DISMISS] = "job-dismiss",
+		[XL_VERB_CANCEL] = "job-cancel",
+	};
+	struct xl_cmd c = { names[verb], json_object_new_object() };
+
+	xl_add_str(c.args, "id", job_id);
+	return c;
+}
+
+struct xl_cmd xl_job_set_speed(const char *job_id, int64_t speed)
+{
+	struct xl_cmd c = { "block-job-set-speed", json_object_new_object() };
+
+	xl_add_str(c.args, "device", job_id);
+	json_object_object_add(c.args, "speed", json_object_new_int64(speed));
+	return c;
+}
+
+struct xl_cmd xl_query_jobs(void)
+{
+	struct xl_cmd c = { "query-jobs", NULL };
+
+	return c;
+}
+
+enum xl_job_status xl_job_status_parse(const char *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return XL_JOB_UNKNOWN;
+	for (i = 1; i < sizeof(xl_status_names) / sizeof(xl_status_names[0]); i++)
+		if (strcmp(s, xl_status_names[i]) == 0)
+			return (enum xl_job_status)i;
+	return XL_JOB_UNKNOWN;
+}
+
+const char *xl_job_status_name(enum xl_job_status st)
+{
+	if ((size_t)st >= sizeof(xl_status_names) / sizeof(xl_status_names[0]))
+		return "unknown";
+	return xl_status_names[st];
+}
+
+void xl_job_event_decode(const struct qmp_msg *ev, struct xl_job_event *out)
+{
+	const char *name = ev->event;
+
+	memset(out, 0, sizeof(*out));
+	out->offset = out->len = -1;
+	if (ev->type != QMP_MSG_EVENT || ev->data == NULL)
+		return;
+	if (strcmp(name, "JOB_STATUS_CHANGE") == 0) {
+		out->kind = XL_EV_STATUS;
+		out->job_id = xl_str(ev->data, "id");
+		out->status = xl_job_status_parse(xl_str(ev->data, "status"));
+	} else if (strncmp(name, "BLOCK_JOB_", 10) == 0) {
+		/* block job events name the job in "device" */
+		out->job_id = xl_str(ev->data, "device");
+		out->offset = xl_int(ev->data, "offset");
+		out->len = xl_int(ev->data, "len");
+		if (strcmp(name, "BLOCK_JOB_READY") == 0) {
+			out->kind = XL_EV_READY;
+		} else if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0) {
+			out->kind = XL_EV_COMPLETED;
+			out->error = xl_str(ev->data, "error");
+		} else if (strcmp(name, "BLOCK_JOB_CANCELLED") == 0) {
+			out->kind = XL_EV_CANCELLED;
+		} else if (strcmp(name, "BLOCK_JOB_ERROR") == 0) {
+			out->kind = XL_EV_ERROR;
+			out->operation = xl_str(ev->data, "operation");
+			out->action = xl_str(ev->data, "action");
+		}
+	}
+	if (out->job_id == NULL)
+		out->kind = XL_EV_NONE;
+}
+
+int xl_query_jobs_entry(json_object *ret, int i, struct xl_job_info *out)
+{
+	json_object *o;
+
+	if (!json_object_is_type(ret, json_type_array) || i < 0 ||
+	    (size_t)i >= json_object_array_length(ret))
+		return -1;
+	o = json_object_array_get_idx(ret, (size_t)i);
+	memset(out, 0, sizeof(*out));
+	out->id = xl_str(o, "id");
+	out->type = xl_str(o, "type");
+	out->error = xl_str(o, "error");
+	out->status = xl_job_status_parse(xl_str(o, "status"));
+	out->offset = xl_int(o, "current-progress");
+	out->len = xl_int(o, "total-progress");
+	return out->id == NULL ? -1 : 0;
+}

@@ -1,0 +1,93 @@
+/*
+ * merge/xlate: the one place where QMP command and event names appear.
+ *
+ * The merge engine speaks of disks, layers and jobs; these functions turn
+ * its requests into QMP commands (name + arguments) and QEMU's job events
+ * and reports back into its terms. When QEMU renames or deprecates
+ * something (block-job-* in 10.1), this file changes and nothing else.
+ */
+#ifndef MERGE_XLATE_H
+#define MERGE_XLATE_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "../qmp/proto.h"
+
+/* Job states as QEMU's job state machine has them. */
+enum xl_job_status {
+	XL_JOB_UNKNOWN = 0,
+	XL_JOB_UNDEFINED,
+	XL_JOB_CREATED,
+	XL_JOB_RUNNING,
+	XL_JOB_PAUSED,
+	XL_JOB_READY,
+	XL_JOB_STANDBY,
+	XL_JOB_WAITING,
+	XL_JOB_PENDING,
+	XL_JOB_ABORTING,
+	XL_JOB_CONCLUDED,
+	XL_JOB_NULL,
+};
+
+enum xl_job_verb { XL_VERB_COMPLETE, XL_VERB_FINALIZE, XL_VERB_DISMISS, XL_VERB_CANCEL };
+
+/* A command to send: name is static, args owned (NULL for none). */
+struct xl_cmd {
+	const char *name;
+	json_object *args;
+};
+
+/* One transaction that puts an overlay on top of each node; all or none.
+ * nodes/files/new_nodes are arrays of n. format NULL: qcow2. */
+struct xl_cmd xl_snapshot_transaction(int n, const char *const *nodes, const char *const *files,
+				      const char *const *new_nodes, const char *format);
+
+/* Commit top_node down into base_node on the disk whose active node is
+ * root_node; held before finalize and dismiss. speed 0: unlimited. */
+struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *top_node,
+			const char *base_node, int64_t speed);
+
+/* Copy everything above base_node (NULL: the whole chain) into root_node. */
+struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *base_node,
+			int64_t speed);
+
+struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id);
+struct xl_cmd xl_job_set_speed(const char *job_id, int64_t speed);
+struct xl_cmd xl_query_jobs(void);
+
+enum xl_job_status xl_job_status_parse(const char *s);
+const char *xl_job_status_name(enum xl_job_status st);
+
+/* What a job event says, in the engine's terms. */
+struct xl_job_event {
+	enum {
+		XL_EV_NONE,      /* not a job event */
+		XL_EV_STATUS,    /* the job changed state: status */
+		XL_EV_READY,     /* an active commit can pivot */
+		XL_EV_COMPLETED, /* finished; error set if it failed; offset/len */
+		XL_EV_CANCELLED, /* cancelled; offset/len */
+		XL_EV_ERROR,     /* an I/O error paused or hit the job: operation, action */
+	} kind;
+	const char *job_id;
+	enum xl_job_status status;
+	const char *error;
+	const char *operation, *action;
+	int64_t offset, len;
+};
+
+/* Decode ev; borrowed strings live as long as ev. */
+void xl_job_event_decode(const struct qmp_msg *ev, struct xl_job_event *out);
+
+/* One entry of a query-jobs reply. */
+struct xl_job_info {
+	const char *id, *type, *error;
+	enum xl_job_status status;
+	int64_t offset, len;
+};
+
+/* The i-th entry of a query-jobs return; -1 when i is past the end or the
+ * entry is malformed. */
+int xl_query_jobs_entry(json_object *ret, int i, struct xl_job_info *out);
+
+#endif
