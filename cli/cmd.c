@@ -3,7 +3,9 @@
  */
 #include "cli.h"
 
+extern const struct cmd_entry cmd_cancel_entry;
 extern const struct cmd_entry cmd_chain_entry;
+extern const struct cmd_entry cmd_jobs_entry;
 extern const struct cmd_entry cmd_commit_entry;
 extern const struct cmd_entry cmd_qmp_entry;
 extern const struct cmd_entry cmd_snapshot_entry;
@@ -14,6 +16,8 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_snapshot_entry,
 	&cmd_commit_entry,
 	&cmd_stream_entry,
+	&cmd_jobs_entry,
+	&cmd_cancel_entry,
 	&cmd_qmp_entry,
 	NULL,
 };

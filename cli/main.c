@@ -67,9 +67,8 @@ int main(int argc, char **argv)
 		    (a[1] == 'c' && a[2] != '\0') || strcmp(a, "--json") == 0 ||
 		    strcmp(a, "--dry-run") == 0 || strcmp(a, "--debug") == 0)
 			continue;
-		cli_error(EXIT_USAGE, "unknown option '%s'", a);
-		main_usage(stderr);
-		return EXIT_USAGE;
+		return cli_error(EXIT_USAGE, "unknown option '%s' before the verb "
+					     "(livemerge --help lists them)", a);
 	}
 	if (i == argc) {
 		main_usage(stderr);

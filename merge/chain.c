@@ -5,7 +5,7 @@
  * active layer's node, exactly what `qemu-img info --backing-chain` shows.
  * Node names of the layers below come from the block graph's "backing"
  * edges where QEMU reports the graph, otherwise from matching each
- * backing file name to the one format node that has it open at that depth.
+ * backing file name to the one format node that has it open.
  */
 #include "chain.h"
 
@@ -17,6 +17,7 @@ struct graph_node {
 	const char *name;
 	int is_backend;
 	int64_t backing; /* id of the "backing" child, -1 */
+	int64_t file;    /* id of the "file" child, -1 */
 	int64_t root;    /* backend: id of the "root" child, -1 */
 	int has_driver_parent;
 };
@@ -117,7 +118,7 @@ static int graph_load(struct decode *d, json_object *graph)
 		d->g[d->ng].id = jint(o, "id", -1);
 		d->g[d->ng].name = name;
 		d->g[d->ng].is_backend = strcmp(type, "block-backend") == 0;
-		d->g[d->ng].backing = d->g[d->ng].root = -1;
+		d->g[d->ng].backing = d->g[d->ng].root = d->g[d->ng].file = -1;
 		if (strcmp(type, "block-backend") == 0 || strcmp(type, "block-driver") == 0)
 			d->ng++;
 	}
@@ -138,6 +139,8 @@ static int graph_load(struct decode *d, json_object *graph)
 		child->has_driver_parent = 1;
 		if (strcmp(name, "backing") == 0)
 			par->backing = child->id;
+		else if (strcmp(name, "file") == 0)
+			par->file = child->id;
 	}
 	return 0;
 }
@@ -155,12 +158,18 @@ static int is_protocol_driver(const char *drv)
 	return 0;
 }
 
-/* Without a graph: the format node that has file open with that depth. */
+/*
+ * Without a graph: the one format node that has file open. The depth only
+ * breaks a tie: query-named-block-nodes with flat=true (what merge/query.c
+ * asks for) reports backing_file_depth 0 for EVERY node on QEMU 7.2 (QEMU
+ * counts it while walking the chain, which flat skips), so requiring it, as
+ * this did, found no node below the top of any real chain.
+ */
 static const char *match_backing_node(struct decode *d, const char *file, int64_t depth)
 {
 	size_t i, n = json_object_array_length(d->nodes);
-	const char *found = NULL;
-	int count = 0;
+	const char *found = NULL, *found_at_depth = NULL;
+	int count = 0, count_at_depth = 0;
 
 	for (i = 0; i < n; i++) {
 		json_object *o = json_object_array_get_idx(d->nodes, i);
@@ -168,12 +177,16 @@ static const char *match_backing_node(struct decode *d, const char *file, int64_
 
 		if (f == NULL || drv == NULL || strcmp(f, file) != 0 || is_protocol_driver(drv))
 			continue;
-		if (jint(o, "backing_file_depth", -1) != depth)
-			continue;
 		found = jstr(o, "node-name");
 		count++;
+		if (jint(o, "backing_file_depth", -1) == depth) {
+			found_at_depth = found;
+			count_at_depth++;
+		}
 	}
-	return count == 1 ? found : NULL;
+	if (count == 1)
+		return found;
+	return count_at_depth == 1 ? found_at_depth : NULL;
 }
 
 static int layer_fill(struct merge_layer *l, json_object *image, const char *node_name,
@@ -225,6 +238,13 @@ static int disk_build_chain(struct decode *d, struct merge_disk *disk, const cha
 			       json_object_get_boolean(jobj(node, "ro", json_type_boolean))) < 0)
 			return lm_error_set(d->err, LM_ERR_PROTO,
 					    "image of node '%s' lacks filename or format", cur);
+		if (d->g != NULL) {
+			struct graph_node *gn = graph_by_name(d, cur);
+			struct graph_node *f = gn ? graph_by_id(d, gn->file) : NULL;
+
+			if (f != NULL && (l->file_node = strdup(f->name)) == NULL)
+				return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
+		}
 		if (backing == NULL)
 			break;
 		/* the node of the next layer down */
@@ -398,6 +418,7 @@ void merge_chains_free(struct merge_chains *ch)
 
 		for (j = 0; j < d->nlayers; j++) {
 			free(d->layers[j].node_name);
+			free(d->layers[j].file_node);
 			free(d->layers[j].filename);
 			free(d->layers[j].format);
 			free(d->layers[j].backing_filename);

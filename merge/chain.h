@@ -17,6 +17,7 @@
 
 struct merge_layer {
 	char *node_name;        /* QEMU's node name; NULL if it could not be told */
+	char *file_node;        /* its protocol child's node name, NULL if unknown */
 	char *filename;         /* as QEMU opened it */
 	char *format;           /* qcow2, raw, ... */
 	int64_t virtual_size;

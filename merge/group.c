@@ -30,6 +30,7 @@ enum g_phase {
 	P_ABORT,    /* cancelling every job; waiting until all concluded */
 	P_CLEANUP,  /* reading the jobs' results, dismissing them */
 	P_VERIFY,   /* reading the chains again */
+	P_RELEASE,  /* releasing the nodes of layers that left the chains */
 	P_DONE,
 };
 
@@ -461,6 +462,62 @@ static void g_delete_removed(struct merge_group *g)
 	}
 }
 
+static void g_released(struct merge_group *g, struct gjob *j, json_object *ret,
+		       const struct lm_error *err)
+{
+	(void)ret;
+	(void)j;
+	/* nodes QEMU opened implicitly are gone already; "not owned" and
+	 * "in use" are expected answers, and the chain is verified anyway */
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	if (--g->outstanding > 0)
+		return;
+	if (g->req.delete_removed)
+		g_delete_removed(g);
+	g_finish(g);
+}
+
+/* Layers that left the chains may still be held open by QEMU when they
+ * were added with -blockdev: release them, format node before its file. */
+static void g_release_removed(struct merge_group *g)
+{
+	int i, k;
+
+	g->phase = P_RELEASE;
+	g->outstanding = 1;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *b = g_disk_before(g, j);
+		int from = g->req.verb == MERGE_COMMIT ? j->top : 1;
+
+		for (k = from; k < j->base; k++) {
+			const struct merge_layer *l = &b->layers[k];
+
+			if (l->node_name != NULL && l->node_name[0] != '#') {
+				if (g_send(g, xl_node_release(l->node_name), 1, j, g_released) < 0)
+					goto lost;
+				g->outstanding++;
+			}
+			if (l->file_node != NULL && l->file_node[0] != '#') {
+				if (g_send(g, xl_node_release(l->file_node), 1, j, g_released) < 0)
+					goto lost;
+				g->outstanding++;
+			}
+		}
+	}
+	if (--g->outstanding == 0) {
+		if (g->req.delete_removed)
+			g_delete_removed(g);
+		g_finish(g);
+	}
+	return;
+lost:
+	g_conn_lost(g, &g->err);
+}
+
 static void g_verified(struct merge_chains *ch, const struct lm_error *err, void *arg)
 {
 	struct merge_group *g = arg;
@@ -494,10 +551,10 @@ static void g_verified(struct merge_chains *ch, const struct lm_error *err, void
 	}
 	if (bad)
 		g->outcome = MERGE_UNKNOWN;
-	else if (expect_change && g->req.delete_removed && !g->req.dry_run &&
-		 g->req.verb != MERGE_SNAPSHOT)
-		g_delete_removed(g);
-	g_finish(g);
+	else if (expect_change && g->req.verb != MERGE_SNAPSHOT && !g->req.dry_run)
+		g_release_removed(g);
+	if (g->phase != P_RELEASE)
+		g_finish(g);
 	g_unref(g);
 }
 

@@ -95,6 +95,14 @@ struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *b
 	return c;
 }
 
+struct xl_cmd xl_node_release(const char *node)
+{
+	struct xl_cmd c = { "blockdev-del", json_object_new_object() };
+
+	xl_add_str(c.args, "node-name", node);
+	return c;
+}
+
 struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id)
 {
 	static const char *const names[] = {

@@ -52,6 +52,9 @@ struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *t
 struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *base_node,
 			int64_t speed);
 
+/* Drop a node the monitor added (-blockdev) once nothing uses it. */
+struct xl_cmd xl_node_release(const char *node);
+
 struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id);
 struct xl_cmd xl_job_set_speed(const char *job_id, int64_t speed);
 struct xl_cmd xl_query_jobs(void);

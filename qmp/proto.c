@@ -78,6 +78,15 @@ static long scan(struct qmp_parser *p, const char *buf, size_t n, int *complete,
 		case '"':
 			p->in_str = 1;
 			break;
+		case '\'':
+			/*
+			 * JSON has no single-quoted strings, but json-c takes
+			 * single-quoted member names even in strict mode; this
+			 * scanner would frame such a message differently from
+			 * json-c (a '"' or '}' inside one), so refuse it here.
+			 */
+			*why = "malformed JSON (single quote)";
+			return -1;
 		case '{':
 		case '[':
 			if (++p->depth > p->lim.max_depth) {
@@ -302,8 +311,18 @@ int qmp_parser_next(struct qmp_parser *p, struct qmp_msg **out, struct lm_error 
 		p->off += (size_t)used;
 		p->msg_bytes += (size_t)used;
 		if (!complete) {
-			if (jerr != json_tokener_continue)
-				return parser_fail(p, err, LM_ERR_PROTO, json_tokener_error_desc(jerr));
+			if (jerr != json_tokener_continue) {
+				/*
+				 * json-c may have finished a value the scanner
+				 * still sees open (they disagree on the framing):
+				 * free what it built instead of leaking it.
+				 */
+				json_object_put(obj);
+				return parser_fail(p, err, LM_ERR_PROTO,
+						   jerr == json_tokener_success
+							   ? "malformed JSON"
+							   : json_tokener_error_desc(jerr));
+			}
 			continue;
 		}
 		if (obj == NULL || json_tokener_get_parse_end(p->tok) != (size_t)used) {
