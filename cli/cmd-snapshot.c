@@ -16,6 +16,10 @@ const struct cmd_entry cmd_snapshot_entry = {
 		"DISK in one QMP transaction: every disk gets its overlay or none does. The\n"
 		"guest writes into the overlays from then on.\n"
 		"  --format FMT   overlay format (default qcow2)\n"
+		"  --quiesce QGA  freeze the guest's filesystems through its agent (QGA: the\n"
+		"                 qemu-ga socket, unix:PATH or a path) around the transaction;\n"
+		"                 it is thawed on every path, at the latest after\n"
+		"  --freeze-limit SECS (default 10); the time frozen is reported\n"
 		"An OVERLAY that exists already is refused before anything is sent (exit 2).\n"
 		"On failure the overlay files this run created are removed and the chains\n"
 		"are as before (exit 1).\n"
@@ -25,11 +29,25 @@ const struct cmd_entry cmd_snapshot_entry = {
 	.exec = cmd_snapshot_exec,
 };
 
+struct snapshot_opts {
+	const char *format, *quiesce;
+	double freeze_limit;
+};
+
 static int cmd_snapshot_opt(struct cli_ctx *ctx, int opt, const char *arg, void *data)
 {
+	struct snapshot_opts *o = data;
+	char *end;
+
 	(void)ctx;
-	if (opt == 'f') {
-		*(const char **)data = arg;
+	switch (opt) {
+	case 'f': o->format = arg; return 0;
+	case 'q': o->quiesce = arg; return 0;
+	case 'F':
+		o->freeze_limit = strtod(arg, &end);
+		if (*end != '\0' || o->freeze_limit <= 0)
+			return cli_error(EXIT_USAGE, "--freeze-limit: '%s' is not a positive number",
+					 arg);
 		return 0;
 	}
 	return EXIT_USAGE;
@@ -39,15 +57,18 @@ static int cmd_snapshot_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "format", required_argument, NULL, 'f' },
+		{ "quiesce", required_argument, NULL, 'q' },
+		{ "freeze-limit", required_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct merge_request req = { .verb = MERGE_SNAPSHOT, .dry_run = ctx->dry_run };
 	struct merge_target *t;
-	const char *format = NULL;
+	struct snapshot_opts o = { 0 };
+	struct qga *qga = NULL;
 	int first, r, i, n;
 
 	r = cli_parse_verb(ctx, &cmd_snapshot_entry, argc, argv, "f:", opts, cmd_snapshot_opt,
-			   &format, &first);
+			   &o, &first);
 	if (r != 0)
 		return r < 0 ? EXIT_OK : r;
 	n = argc - first;
@@ -75,10 +96,25 @@ static int cmd_snapshot_exec(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	req.ntargets = n;
 	req.targets = t;
-	req.format = format;
+	req.format = o.format;
 	req.dry_run = ctx->dry_run;
+	req.freeze_limit = o.freeze_limit;
+	if (o.quiesce != NULL) {
+		struct lm_error err;
+		struct tr *t = tr_new(o.quiesce, &err);
+
+		if (t == NULL) {
+			r = cli_report(&err);
+			goto out;
+		}
+		qga = qga_new(EV_DEFAULT, t, ctx->timeout);
+		if (qga == NULL)
+			abort();
+		req.quiesce = qga;
+	}
 	r = cli_run_group(ctx, &req);
 out:
+	qga_free(qga);
 	for (i = 0; i < n; i++)
 		free((char *)t[i].overlay);
 	free(t);

@@ -80,6 +80,15 @@ struct merge_group {
 	double poll_interval;
 	int poll_inflight;
 
+	/* quiesce */
+	int frozen;          /* freeze answered, thaw not yet */
+	int thaw_sent;
+	int thaw_answered;
+	int transaction_out; /* the snapshot transaction is in flight */
+	double frozen_at;
+	double frozen_ms; /* how long the guest was frozen, -1 if it was not */
+	ev_timer freeze_watchdog;
+
 	int cancel_requested;
 	int refs; /* the group + every command in flight */
 	int abandoned;
@@ -96,6 +105,7 @@ struct g_call {
 static void g_step(struct merge_group *g);
 static void g_verify(struct merge_group *g);
 static void g_finish(struct merge_group *g);
+static void g_thaw(struct merge_group *g);
 
 const char *merge_verb_name(enum merge_verb v)
 {
@@ -153,6 +163,7 @@ static void g_unref(struct merge_group *g)
 	if (--g->refs > 0)
 		return;
 	ev_timer_stop(g->loop, &g->poll);
+	ev_timer_stop(g->loop, &g->freeze_watchdog);
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
@@ -300,6 +311,8 @@ static json_object *g_result_json(struct merge_group *g)
 	json_object_object_add(o, "outcome", json_object_new_int(g->outcome));
 	if (g->req.dry_run)
 		json_object_object_add(o, "dry-run", json_object_new_boolean(1));
+	if (g->frozen_ms >= 0)
+		json_object_object_add(o, "frozen-ms", json_object_new_double(g->frozen_ms));
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 		const struct merge_disk *d = ch && j->name ? merge_chains_find(ch, j->name) : NULL;
@@ -962,7 +975,185 @@ static void g_snapshot_done(struct merge_group *g, struct gjob *unused, json_obj
 		g->outcome = MERGE_DONE;
 		g_msg(g, "snapshot taken of %d disk%s", g->n, g->n == 1 ? "" : "s");
 	}
+	g->transaction_out = 0;
+	if (g->frozen && !g->thaw_sent) {
+		g_thaw(g); /* verifies when the guest is thawed */
+		return;
+	}
+	if (g->thaw_sent && !g->thaw_answered)
+		return; /* the watchdog's thaw is in flight; its answer verifies */
 	g_verify(g);
+}
+
+/* ---- quiesce -------------------------------------------------------------------------- */
+
+struct g_qga_call {
+	struct merge_group *g;
+	void (*fn)(struct merge_group *g, json_object *ret, const struct lm_error *err);
+};
+
+static void g_qga_reply(struct qga *q, json_object *ret, const struct lm_error *err, void *arg)
+{
+	struct g_qga_call *call = arg;
+	struct merge_group *g = call->g;
+
+	(void)q;
+	if (!g->abandoned && !g->done)
+		call->fn(g, ret, err);
+	free(call);
+	g_unref(g);
+}
+
+static int g_qga_send(struct merge_group *g, struct xl_cmd cmd,
+		      void (*fn)(struct merge_group *, json_object *, const struct lm_error *))
+{
+	struct g_qga_call *call = calloc(1, sizeof(*call));
+	struct lm_error e;
+	int r;
+
+	if (g->cb.command != NULL)
+		g->cb.command(cmd.name, cmd.args, g->arg);
+	if (call == NULL) {
+		json_object_put(cmd.args);
+		g_errorf(g, LM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	call->g = g;
+	call->fn = fn;
+	r = qga_execute(g->req.quiesce, cmd.name, cmd.args, g_qga_reply, call, &e);
+	json_object_put(cmd.args);
+	if (r < 0) {
+		free(call);
+		g_error(g, &e);
+		return -1;
+	}
+	g->refs++;
+	return 0;
+}
+
+static void g_thawed(struct merge_group *g, json_object *ret, const struct lm_error *err)
+{
+	double ms = (ev_now(g->loop) - g->frozen_at) * 1000.0;
+
+	(void)ret;
+	g->thaw_answered = 1;
+	ev_timer_stop(g->loop, &g->freeze_watchdog);
+	if (err != NULL) {
+		g_errorf(g, LM_ERR_STATE, "the guest may still be frozen: thaw failed: %s (run "
+				       "'livemerge recover' or guest-fsfreeze-thaw)", err->msg);
+		g->outcome = MERGE_UNKNOWN;
+	} else {
+		g->frozen = 0;
+		g->frozen_ms = ms;
+		g_msg(g, "guest thawed: filesystems were frozen for %.1f ms", ms);
+	}
+	if (!g->transaction_out)
+		g_verify(g);
+}
+
+static void g_thaw(struct merge_group *g)
+{
+	g->thaw_sent = 1;
+	if (g->req.dry_run) {
+		if (g->cb.command != NULL)
+			g->cb.command(xl_guest_thaw().name, NULL, g->arg);
+		g->frozen = 0;
+		return;
+	}
+	if (g_qga_send(g, xl_guest_thaw(), g_thawed) < 0) {
+		g->thaw_answered = 1;
+		g_errorf(g, LM_ERR_STATE, "the guest may still be frozen: cannot send thaw");
+		g->outcome = MERGE_UNKNOWN;
+		if (!g->transaction_out)
+			g_verify(g);
+	}
+}
+
+static void g_freeze_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct merge_group *g = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (!g->frozen || g->thaw_sent || g->done)
+		return;
+	g_msg(g, "the snapshot takes longer than %.0f s: thawing the guest now (the snapshot "
+		 "will not be quiesced)", g->req.freeze_limit);
+	g_thaw(g);
+}
+
+static void g_send_transaction(struct merge_group *g);
+
+/* After a failed freeze: thaw only if the agent says something is frozen. */
+static void g_freeze_status(struct merge_group *g, json_object *ret, const struct lm_error *err)
+{
+	const char *st = ret ? json_object_get_string(ret) : NULL;
+
+	if (err == NULL && st != NULL && strcmp(st, "thawed") == 0) {
+		g->frozen = 0;
+		g_verify(g);
+		return;
+	}
+	if (err != NULL)
+		g_msg(g, "cannot tell whether the guest is frozen (%s): thawing", err->msg);
+	g_thaw(g);
+}
+
+static void g_froze(struct merge_group *g, json_object *ret, const struct lm_error *err)
+{
+	if (err != NULL) {
+		g_errorf(g, LM_ERR_FAILED, "cannot quiesce the guest (no disk changed): %s",
+			 err->msg);
+		g->outcome = MERGE_FAILED;
+		/* a freeze that failed half-way may have frozen some filesystems */
+		g->frozen = 1;
+		g->frozen_at = ev_now(g->loop);
+		if (g_qga_send(g, xl_guest_freeze_status(), g_freeze_status) < 0)
+			g_thaw(g);
+		return;
+	}
+	g->frozen = 1;
+	g->frozen_at = ev_now(g->loop);
+	g_msg(g, "guest quiesced: %d filesystem%s frozen", json_object_get_int(ret),
+	      json_object_get_int(ret) == 1 ? "" : "s");
+	ev_timer_set(&g->freeze_watchdog, g->req.freeze_limit, 0.);
+	ev_timer_start(g->loop, &g->freeze_watchdog);
+	g_send_transaction(g);
+}
+
+static void g_send_transaction(struct merge_group *g)
+{
+	const char **nodes = calloc((size_t)g->n, sizeof(*nodes));
+	const char **files = calloc((size_t)g->n, sizeof(*files));
+	const char **new_nodes = calloc((size_t)g->n, sizeof(*new_nodes));
+	int i, r = -1;
+
+	if (nodes != NULL && files != NULL && new_nodes != NULL) {
+		for (i = 0; i < g->n; i++) {
+			nodes[i] = g->jobs[i].root;
+			files[i] = g->jobs[i].overlay;
+			new_nodes[i] = g->jobs[i].new_node;
+		}
+		r = g_send(g, xl_snapshot_transaction(g->n, nodes, files, new_nodes, g->req.format),
+			   1, NULL, g_snapshot_done);
+	} else {
+		g_errorf(g, LM_ERR_NOMEM, "out of memory");
+	}
+	free(nodes);
+	free(files);
+	free(new_nodes);
+	if (r < 0) {
+		g_conn_lost(g, &g->err);
+		return;
+	}
+	if (g->req.dry_run) {
+		if (g->frozen)
+			g_thaw(g);
+		g->outcome = MERGE_DONE;
+		g_verify(g);
+		return;
+	}
+	g->transaction_out = 1;
 }
 
 static void g_start(struct merge_group *g)
@@ -970,35 +1161,22 @@ static void g_start(struct merge_group *g)
 	int i;
 
 	g->phase = P_START;
-	if (g->req.verb == MERGE_SNAPSHOT) {
-		const char **nodes = calloc((size_t)g->n, sizeof(*nodes));
-		const char **files = calloc((size_t)g->n, sizeof(*files));
-		const char **new_nodes = calloc((size_t)g->n, sizeof(*new_nodes));
-		int r = -1;
-
-		if (nodes != NULL && files != NULL && new_nodes != NULL) {
-			for (i = 0; i < g->n; i++) {
-				nodes[i] = g->jobs[i].root;
-				files[i] = g->jobs[i].overlay;
-				new_nodes[i] = g->jobs[i].new_node;
-			}
-			r = g_send(g, xl_snapshot_transaction(g->n, nodes, files, new_nodes,
-							      g->req.format),
-				   1, NULL, g_snapshot_done);
-		} else {
-			g_errorf(g, LM_ERR_NOMEM, "out of memory");
-		}
-		free(nodes);
-		free(files);
-		free(new_nodes);
-		if (r < 0) {
-			g_conn_lost(g, &g->err);
+	if (g->req.verb == MERGE_SNAPSHOT && g->req.quiesce != NULL) {
+		if (g->req.dry_run) {
+			if (g->cb.command != NULL)
+				g->cb.command(xl_guest_freeze().name, NULL, g->arg);
+			g->frozen = 1;
+			g_send_transaction(g);
 			return;
 		}
-		if (g->req.dry_run) {
-			g->outcome = MERGE_DONE;
-			g_verify(g);
+		if (g_qga_send(g, xl_guest_freeze(), g_froze) < 0) {
+			g->outcome = MERGE_FAILED;
+			g_finish(g);
 		}
+		return;
+	}
+	if (g->req.verb == MERGE_SNAPSHOT) {
+		g_send_transaction(g);
 		return;
 	}
 	g->phase = P_RUN;
@@ -1334,6 +1512,11 @@ struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_req
 	}
 	g->req.targets = NULL; /* the caller's; copied above */
 	g->loop = qmp_conn_loop(c);
+	g->frozen_ms = -1;
+	if (g->req.freeze_limit <= 0)
+		g->req.freeze_limit = 10;
+	ev_init(&g->freeze_watchdog, g_freeze_watchdog_cb);
+	g->freeze_watchdog.data = g;
 	ev_init(&g->poll, g_poll_cb);
 	g->poll.data = g;
 	qmp_conn_set_event_cb(c, g_event_cb, g);

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "../qmp/conn.h"
+#include "../qmp/qga.h"
 #include "chain.h"
 
 enum merge_verb { MERGE_SNAPSHOT, MERGE_COMMIT, MERGE_STREAM };
@@ -57,6 +58,10 @@ struct merge_request {
 	int64_t speed;      /* commit/stream: bytes per second, 0 unlimited */
 	int delete_removed; /* commit/stream: delete images that left the chains */
 	int dry_run;        /* report the commands, send none that changes state */
+	struct qga *quiesce; /* snapshot: freeze the guest's filesystems through this
+				agent around the transaction (borrowed; NULL: no) */
+	double freeze_limit; /* snapshot: thaw after this many seconds whatever
+				happens (0: 10) */
 	const struct merge_fileops *files; /* NULL: the local filesystem */
 };
 

@@ -95,6 +95,27 @@ struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *b
 	return c;
 }
 
+struct xl_cmd xl_guest_freeze(void)
+{
+	struct xl_cmd c = { "guest-fsfreeze-freeze", NULL };
+
+	return c;
+}
+
+struct xl_cmd xl_guest_thaw(void)
+{
+	struct xl_cmd c = { "guest-fsfreeze-thaw", NULL };
+
+	return c;
+}
+
+struct xl_cmd xl_guest_freeze_status(void)
+{
+	struct xl_cmd c = { "guest-fsfreeze-status", NULL };
+
+	return c;
+}
+
 struct xl_cmd xl_node_release(const char *node)
 {
 	struct xl_cmd c = { "blockdev-del", json_object_new_object() };

@@ -55,6 +55,11 @@ struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *b
 /* Drop a node the monitor added (-blockdev) once nothing uses it. */
 struct xl_cmd xl_node_release(const char *node);
 
+/* Guest agent: freeze or thaw every filesystem, or ask which it is. */
+struct xl_cmd xl_guest_freeze(void);
+struct xl_cmd xl_guest_thaw(void);
+struct xl_cmd xl_guest_freeze_status(void);
+
 struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id);
 struct xl_cmd xl_job_set_speed(const char *job_id, int64_t speed);
 struct xl_cmd xl_query_jobs(void);
