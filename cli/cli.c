@@ -136,7 +136,7 @@ void cli_verb_usage(FILE *f, const struct cmd_entry *cmd)
 	fprintf(f, "usage: livemerge [-c TARGET] [--json] %s %s\n", cmd->name, cmd->args_usage);
 }
 
-enum { OPT_JSON = 1000, OPT_TIMEOUT, OPT_DRYRUN, OPT_DEBUG, OPT_HELP };
+enum { OPT_JSON = 1000, OPT_TIMEOUT, OPT_DRYRUN, OPT_DEBUG, OPT_HELP, OPT_JOURNAL };
 
 static const struct option common_opts[] = {
 	{ "connect", required_argument, NULL, 'c' },
@@ -145,6 +145,7 @@ static const struct option common_opts[] = {
 	{ "dry-run", no_argument, NULL, OPT_DRYRUN },
 	{ "debug", no_argument, NULL, OPT_DEBUG },
 	{ "help", no_argument, NULL, OPT_HELP },
+	{ "journal", required_argument, NULL, OPT_JOURNAL },
 };
 
 int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, char **argv,
@@ -174,6 +175,7 @@ int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, c
 		case OPT_JSON: ctx->json = 1; break;
 		case OPT_DRYRUN: ctx->dry_run = 1; break;
 		case OPT_DEBUG: ctx->trace = stderr; break;
+		case OPT_JOURNAL: ctx->journal_dir = optarg; break;
 		case OPT_TIMEOUT:
 			ctx->timeout = strtod(optarg, &end);
 			if (*end != '\0' || ctx->timeout <= 0)

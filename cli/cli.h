@@ -33,6 +33,7 @@ struct cli_ctx {
 	int dry_run;
 	double timeout; /* per command, s */
 	FILE *trace;    /* --debug */
+	const char *journal_dir; /* --journal, NULL: the default */
 	struct qmp_conn *conn;
 };
 
@@ -64,6 +65,17 @@ int cli_connect(struct cli_ctx *ctx);
 /* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
 		struct lm_error *err);
+
+struct merge_journal;
+
+/* Open the journal of ctx->target; NULL (message printed, *code set) on
+ * failure. */
+struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code);
+
+/* If the journal shows an unfinished operation, reconcile it now. Returns
+ * EXIT_OK when the VM is consistent (recovered or nothing to do), else the
+ * exit code (message printed). */
+int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose);
 
 /* Print a JSON value: compact on one line with --json, pretty otherwise. */
 void cli_print_json(struct cli_ctx *ctx, json_object *o);

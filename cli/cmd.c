@@ -8,6 +8,7 @@ extern const struct cmd_entry cmd_chain_entry;
 extern const struct cmd_entry cmd_jobs_entry;
 extern const struct cmd_entry cmd_commit_entry;
 extern const struct cmd_entry cmd_qmp_entry;
+extern const struct cmd_entry cmd_recover_entry;
 extern const struct cmd_entry cmd_snapshot_entry;
 extern const struct cmd_entry cmd_stream_entry;
 
@@ -18,6 +19,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_stream_entry,
 	&cmd_jobs_entry,
 	&cmd_cancel_entry,
+	&cmd_recover_entry,
 	&cmd_qmp_entry,
 	NULL,
 };

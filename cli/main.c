@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../merge/journal.h"
 #include "cli.h"
 
 #ifndef LM_VERSION
@@ -29,6 +30,8 @@ static void main_usage(FILE *f)
 	      "  --timeout SECS        connect and per-command timeout (default 30)\n"
 	      "  --dry-run             print what would be sent, send nothing that changes state\n"
 	      "  --debug               print every QMP message to stderr\n"
+	      "  --journal DIR         where the per-VM journals live (default:\n"
+	      "                        $XDG_STATE_HOME/livemerge or ~/.local/state/livemerge)\n"
 	      "\nExit codes:\n"
 	      "  0 success\n"
 	      "  1 the operation failed (QEMU refused or a job failed); nothing changed\n"
@@ -44,6 +47,9 @@ int main(int argc, char **argv)
 	int i, r;
 
 	ctx.target = getenv("LIVEMERGE_CONNECT");
+	/* fault injection for the recovery tests: die right after this journal step */
+	if (getenv("LIVEMERGE_CRASH_AT") != NULL && *getenv("LIVEMERGE_CRASH_AT") != '\0')
+		merge_journal_set_crash_point(getenv("LIVEMERGE_CRASH_AT"));
 	if (ctx.target != NULL && *ctx.target == '\0')
 		ctx.target = NULL;
 	/* global options up to the verb; the verb parses the rest (and these again) */
@@ -58,12 +64,14 @@ int main(int argc, char **argv)
 			main_usage(stdout);
 			return EXIT_OK;
 		}
-		if (strcmp(a, "-c") == 0 || strcmp(a, "--connect") == 0 || strcmp(a, "--timeout") == 0) {
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--connect") == 0 || strcmp(a, "--timeout") == 0 ||
+		    strcmp(a, "--journal") == 0) {
 			if (++i == argc)
 				return cli_error(EXIT_USAGE, "option %s needs an argument", a);
 			continue;
 		}
 		if (strncmp(a, "--connect=", 10) == 0 || strncmp(a, "--timeout=", 10) == 0 ||
+		    strncmp(a, "--journal=", 10) == 0 ||
 		    (a[1] == 'c' && a[2] != '\0') || strcmp(a, "--json") == 0 ||
 		    strcmp(a, "--dry-run") == 0 || strcmp(a, "--debug") == 0)
 			continue;

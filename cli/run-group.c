@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../merge/group.h"
+#include "../merge/journal.h"
 #include "run-group.h"
 
 struct bar {
@@ -262,13 +263,32 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 		abort();
 	r->ctx = ctx;
 	r->tty = isatty(STDERR_FILENO) && !ctx->json;
+	struct merge_request jreq = *req;
+	struct merge_journal *journal = NULL;
+
 	code = cli_connect(ctx);
 	if (code != EXIT_OK) {
 		free(r);
 		return code;
 	}
-	r->g = merge_group_start(ctx->conn, req, &cbs, r, &err);
+	if (!ctx->dry_run) {
+		journal = cli_journal_open(ctx, &code);
+		if (journal == NULL) {
+			free(r);
+			return code;
+		}
+		/* an earlier operation on this VM that did not finish comes first */
+		code = cli_recover(ctx, journal, 0);
+		if (code != EXIT_OK) {
+			merge_journal_close(journal);
+			free(r);
+			return code;
+		}
+		jreq.journal = journal;
+	}
+	r->g = merge_group_start(ctx->conn, &jreq, &cbs, r, &err);
 	if (r->g == NULL) {
+		merge_journal_close(journal);
 		free(r);
 		return cli_report(&err);
 	}
@@ -282,6 +302,7 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 	ev_signal_stop(ctx->loop, &r->sigint);
 	ev_signal_stop(ctx->loop, &r->sigterm);
 	merge_group_free(r->g);
+	merge_journal_close(journal);
 	code = r->outcome;
 	for (i = 0; i < r->nbars; i++)
 		free(r->bars[i].disk);

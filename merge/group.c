@@ -89,6 +89,8 @@ struct merge_group {
 	double frozen_ms; /* how long the guest was frozen, -1 if it was not */
 	ev_timer freeze_watchdog;
 
+	int journal_failed;
+	int journaled; /* the intent is in the journal */
 	int cancel_requested;
 	int refs; /* the group + every command in flight */
 	int abandoned;
@@ -199,6 +201,30 @@ static void g_reply_cb(struct qmp_conn *c, json_object *ret, const struct lm_err
 	g_unref(g);
 }
 
+/* Journal a step before it is sent; -1 (g's error set) if it cannot be. */
+static int g_journal(struct merge_group *g, const char *step, struct gjob *j)
+{
+	json_object *f;
+	struct lm_error e;
+	int r;
+
+	if (g->req.journal == NULL || g->req.dry_run)
+		return 0;
+	f = json_object_new_object();
+	if (j != NULL) {
+		json_object_object_add(f, "disk", json_object_new_string(j->name ? j->name : j->want));
+		if (j->job_id != NULL)
+			json_object_object_add(f, "job", json_object_new_string(j->job_id));
+	}
+	r = merge_journal_step(g->req.journal, step, f, &e);
+	json_object_put(f);
+	if (r < 0) {
+		g->journal_failed = 1;
+		g_error(g, &e);
+	}
+	return r;
+}
+
 /*
  * Send cmd (args taken). state_changing: announce it through the command
  * callback, and on a dry run do not send it (fn is not called then).
@@ -212,6 +238,10 @@ static int g_send(struct merge_group *g, struct xl_cmd cmd, int state_changing, 
 	struct lm_error e;
 	int r;
 
+	if (state_changing && g_journal(g, cmd.step, j) < 0) {
+		json_object_put(cmd.args);
+		return -1;
+	}
 	if (state_changing && g->cb.command != NULL)
 		g->cb.command(cmd.name, cmd.args, g->arg);
 	if (state_changing && g->req.dry_run) {
@@ -279,6 +309,12 @@ static void g_conn_lost(struct merge_group *g, const struct lm_error *err)
 
 	if (g->done)
 		return;
+	if (g->journal_failed) {
+		/* nothing unjournaled was sent */
+		g->outcome = g->changed ? MERGE_UNKNOWN : MERGE_FAILED;
+		g_finish(g);
+		return;
+	}
 	if (g->changed) {
 		lm_error_prefix(&e, "monitor lost while the %s ran (QEMU goes on with its jobs; "
 				    "check with 'livemerge jobs' and 'livemerge chain'): ",
@@ -355,6 +391,16 @@ static void g_finish(struct merge_group *g)
 	r.outcome = g->outcome;
 	r.err = g->outcome == MERGE_DONE ? NULL : &g->err;
 	r.json = g_result_json(g);
+	if (g->journaled && !g->req.dry_run && g->outcome != MERGE_UNKNOWN) {
+		/* an unknown end stays open: 'recover' looks at it again */
+		json_object *f = json_object_new_object();
+		struct lm_error e;
+
+		json_object_object_add(f, "outcome", json_object_new_int(g->outcome));
+		if (merge_journal_step(g->req.journal, "end", f, &e) < 0)
+			g_msg(g, "%s", e.msg);
+		json_object_put(f);
+	}
 	g->refs++; /* the callback may free the group */
 	if (g->cb.done != NULL)
 		g->cb.done(&r, g->arg);
@@ -411,33 +457,44 @@ static const struct merge_disk *g_disk_before(struct merge_group *g, struct gjob
 	return merge_chains_find(g->before, j->name);
 }
 
+/* The file names j's chain must have: after the change (changed=1) or as
+ * before (0). Returns the count, at most max, pointers borrowed from g. */
+static int g_expected(struct merge_group *g, struct gjob *j, int changed, const char **expect,
+		      int max)
+{
+	const struct merge_disk *b = g_disk_before(g, j);
+	int n = 0, i;
+
+	if (!changed || g->req.dry_run) {
+		for (i = 0; i < b->nlayers && n < max; i++)
+			expect[n++] = b->layers[i].filename;
+	} else if (g->req.verb == MERGE_SNAPSHOT) {
+		expect[n++] = j->overlay;
+		for (i = 0; i < b->nlayers && n < max; i++)
+			expect[n++] = b->layers[i].filename;
+	} else {
+		int keep_top = g->req.verb == MERGE_COMMIT ? j->top : 1;
+
+		for (i = 0; i < keep_top && n < max; i++)
+			expect[n++] = b->layers[i].filename;
+		for (i = j->base; i < b->nlayers && n < max; i++)
+			expect[n++] = b->layers[i].filename;
+	}
+	return n;
+}
+
 /* Check j's chain in g->after: expected (changed=1) or as before (0). */
 static int g_chain_check(struct merge_group *g, struct gjob *j, int changed, char *why, size_t len)
 {
-	const struct merge_disk *b = g_disk_before(g, j);
 	const struct merge_disk *a = merge_chains_find(g->after, j->name);
 	const char *expect[4096];
-	int n = 0, i;
+	int n, i;
 
 	if (a == NULL) {
 		snprintf(why, len, "%s: the disk is gone", j->name);
 		return -1;
 	}
-	if (!changed || g->req.dry_run) {
-		for (i = 0; i < b->nlayers && n < 4096; i++)
-			expect[n++] = b->layers[i].filename;
-	} else if (g->req.verb == MERGE_SNAPSHOT) {
-		expect[n++] = j->overlay;
-		for (i = 0; i < b->nlayers && n < 4096; i++)
-			expect[n++] = b->layers[i].filename;
-	} else {
-		int keep_top = g->req.verb == MERGE_COMMIT ? j->top : 1;
-
-		for (i = 0; i < keep_top; i++)
-			expect[n++] = b->layers[i].filename;
-		for (i = j->base; i < b->nlayers && n < 4096; i++)
-			expect[n++] = b->layers[i].filename;
-	}
+	n = g_expected(g, j, changed, expect, 4096);
 	for (i = 0; i < n && i < a->nlayers; i++) {
 		if (strcmp(a->layers[i].filename, expect[i]) != 0) {
 			snprintf(why, len, "%s: layer %d is %s, expected %s", j->name, i,
@@ -450,6 +507,64 @@ static int g_chain_check(struct merge_group *g, struct gjob *j, int changed, cha
 		return -1;
 	}
 	return 0;
+}
+
+/* The journal's intent: all recovery needs to finish or roll back. */
+static json_object *g_intent(struct merge_group *g)
+{
+	json_object *o = json_object_new_object(), *disks = json_object_new_array();
+	const char *list[4096];
+	int i, k, n;
+
+	json_object_object_add(o, "verb", json_object_new_string(merge_verb_name(g->req.verb)));
+	json_object_object_add(o, "target", json_object_new_string(qmp_conn_desc(g->c)));
+	if (g->req.quiesce != NULL)
+		json_object_object_add(o, "qga", json_object_new_string(qga_desc(g->req.quiesce)));
+	json_object_object_add(o, "delete", json_object_new_boolean(g->req.delete_removed));
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *b = g_disk_before(g, j);
+		json_object *d = json_object_new_object(), *arr;
+
+		json_object_object_add(d, "disk", json_object_new_string(j->name));
+		json_object_object_add(d, "root", json_object_new_string(j->root));
+		if (j->job_id != NULL)
+			json_object_object_add(d, "job", json_object_new_string(j->job_id));
+		if (j->overlay != NULL) {
+			json_object_object_add(d, "overlay", json_object_new_string(j->overlay));
+			json_object_object_add(d, "overlay-created",
+					       json_object_new_boolean(j->overlay_ours));
+		}
+		arr = json_object_new_array();
+		n = g_expected(g, j, 0, list, 4096);
+		for (k = 0; k < n; k++)
+			json_object_array_add(arr, json_object_new_string(list[k]));
+		json_object_object_add(d, "before", arr);
+		arr = json_object_new_array();
+		n = g_expected(g, j, 1, list, 4096);
+		for (k = 0; k < n; k++)
+			json_object_array_add(arr, json_object_new_string(list[k]));
+		json_object_object_add(d, "expect", arr);
+		arr = json_object_new_array();
+		if (g->req.verb != MERGE_SNAPSHOT) {
+			for (k = g->req.verb == MERGE_COMMIT ? j->top : 1; k < j->base; k++) {
+				const struct merge_layer *l = &b->layers[k];
+				json_object *r = json_object_new_object();
+
+				json_object_object_add(r, "filename", json_object_new_string(l->filename));
+				if (l->node_name != NULL)
+					json_object_object_add(r, "node", json_object_new_string(l->node_name));
+				if (l->file_node != NULL)
+					json_object_object_add(r, "file-node",
+							       json_object_new_string(l->file_node));
+				json_object_array_add(arr, r);
+			}
+		}
+		json_object_object_add(d, "remove", arr);
+		json_object_array_add(disks, d);
+	}
+	json_object_object_add(o, "disks", disks);
+	return o;
 }
 
 /* ---- verify and finish ------------------------------------------------------ */
@@ -1007,10 +1122,15 @@ static void g_qga_reply(struct qga *q, json_object *ret, const struct lm_error *
 static int g_qga_send(struct merge_group *g, struct xl_cmd cmd,
 		      void (*fn)(struct merge_group *, json_object *, const struct lm_error *))
 {
-	struct g_qga_call *call = calloc(1, sizeof(*call));
+	struct g_qga_call *call;
 	struct lm_error e;
 	int r;
 
+	if (strcmp(cmd.step, "freeze-status") != 0 && g_journal(g, cmd.step, NULL) < 0) {
+		json_object_put(cmd.args);
+		return -1;
+	}
+	call = calloc(1, sizeof(*call));
 	if (g->cb.command != NULL)
 		g->cb.command(cmd.name, cmd.args, g->arg);
 	if (call == NULL) {
@@ -1401,6 +1521,20 @@ static void g_fetched(struct merge_group *g)
 	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0) {
 		g_finish(g);
 		return;
+	}
+	if (g->req.journal != NULL && !g->req.dry_run) {
+		json_object *intent = g_intent(g);
+		struct lm_error e;
+		int r = merge_journal_begin(g->req.journal, intent, &e);
+
+		json_object_put(intent);
+		if (r < 0) {
+			g_error(g, &e);
+			g->outcome = MERGE_FAILED;
+			g_finish(g);
+			return;
+		}
+		g->journaled = 1;
 	}
 	/* dismiss our concluded leftovers first: their ids must be free */
 	g->outstanding = 1;

@@ -29,6 +29,7 @@
 #include "../qmp/conn.h"
 #include "../qmp/qga.h"
 #include "chain.h"
+#include "journal.h"
 
 enum merge_verb { MERGE_SNAPSHOT, MERGE_COMMIT, MERGE_STREAM };
 
@@ -62,6 +63,8 @@ struct merge_request {
 				agent around the transaction (borrowed; NULL: no) */
 	double freeze_limit; /* snapshot: thaw after this many seconds whatever
 				happens (0: 10) */
+	struct merge_journal *journal; /* each step is journaled before it is sent
+					  (borrowed; NULL: no journal) */
 	const struct merge_fileops *files; /* NULL: the local filesystem */
 };
 

@@ -40,7 +40,7 @@ static int64_t xl_int(json_object *o, const char *k)
 struct xl_cmd xl_snapshot_transaction(int n, const char *const *nodes, const char *const *files,
 				      const char *const *new_nodes, const char *format)
 {
-	struct xl_cmd c = { "transaction", json_object_new_object() };
+	struct xl_cmd c = { "transaction", json_object_new_object(), "snapshot" };
 	json_object *actions = json_object_new_array();
 	int i;
 
@@ -78,7 +78,7 @@ static json_object *xl_job_args(const char *job_id, const char *root_node, int64
 struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *top_node,
 			const char *base_node, int64_t speed)
 {
-	struct xl_cmd c = { "block-commit", xl_job_args(job_id, root_node, speed) };
+	struct xl_cmd c = { "block-commit", xl_job_args(job_id, root_node, speed), "start" };
 
 	xl_add_str(c.args, "top-node", top_node);
 	xl_add_str(c.args, "base-node", base_node);
@@ -88,7 +88,7 @@ struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *t
 struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *base_node,
 			int64_t speed)
 {
-	struct xl_cmd c = { "block-stream", xl_job_args(job_id, root_node, speed) };
+	struct xl_cmd c = { "block-stream", xl_job_args(job_id, root_node, speed), "start" };
 
 	if (base_node != NULL)
 		xl_add_str(c.args, "base-node", base_node);
@@ -97,28 +97,28 @@ struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *b
 
 struct xl_cmd xl_guest_freeze(void)
 {
-	struct xl_cmd c = { "guest-fsfreeze-freeze", NULL };
+	struct xl_cmd c = { "guest-fsfreeze-freeze", NULL, "freeze" };
 
 	return c;
 }
 
 struct xl_cmd xl_guest_thaw(void)
 {
-	struct xl_cmd c = { "guest-fsfreeze-thaw", NULL };
+	struct xl_cmd c = { "guest-fsfreeze-thaw", NULL, "thaw" };
 
 	return c;
 }
 
 struct xl_cmd xl_guest_freeze_status(void)
 {
-	struct xl_cmd c = { "guest-fsfreeze-status", NULL };
+	struct xl_cmd c = { "guest-fsfreeze-status", NULL, "freeze-status" };
 
 	return c;
 }
 
 struct xl_cmd xl_node_release(const char *node)
 {
-	struct xl_cmd c = { "blockdev-del", json_object_new_object() };
+	struct xl_cmd c = { "blockdev-del", json_object_new_object(), "release" };
 
 	xl_add_str(c.args, "node-name", node);
 	return c;
@@ -132,7 +132,13 @@ struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id)
 		[XL_VERB_DISMISS] = "job-dismiss",
 		[XL_VERB_CANCEL] = "job-cancel",
 	};
-	struct xl_cmd c = { names[verb], json_object_new_object() };
+	static const char *const steps[] = {
+		[XL_VERB_COMPLETE] = "complete",
+		[XL_VERB_FINALIZE] = "finalize",
+		[XL_VERB_DISMISS] = "dismiss",
+		[XL_VERB_CANCEL] = "cancel",
+	};
+	struct xl_cmd c = { names[verb], json_object_new_object(), steps[verb] };
 
 	xl_add_str(c.args, "id", job_id);
 	return c;
@@ -140,7 +146,7 @@ struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id)
 
 struct xl_cmd xl_job_set_speed(const char *job_id, int64_t speed)
 {
-	struct xl_cmd c = { "block-job-set-speed", json_object_new_object() };
+	struct xl_cmd c = { "block-job-set-speed", json_object_new_object(), "set-speed" };
 
 	xl_add_str(c.args, "device", job_id);
 	json_object_object_add(c.args, "speed", json_object_new_int64(speed));
@@ -149,7 +155,7 @@ struct xl_cmd xl_job_set_speed(const char *job_id, int64_t speed)
 
 struct xl_cmd xl_query_jobs(void)
 {
-	struct xl_cmd c = { "query-jobs", NULL };
+	struct xl_cmd c = { "query-jobs", NULL, "query" };
 
 	return c;
 }

@@ -32,10 +32,12 @@ enum xl_job_status {
 
 enum xl_job_verb { XL_VERB_COMPLETE, XL_VERB_FINALIZE, XL_VERB_DISMISS, XL_VERB_CANCEL };
 
-/* A command to send: name is static, args owned (NULL for none). */
+/* A command to send: name is static, args owned (NULL for none); step is
+ * the engine's name for what it does, as the journal records it. */
 struct xl_cmd {
 	const char *name;
 	json_object *args;
+	const char *step;
 };
 
 /* One transaction that puts an overlay on top of each node; all or none.

@@ -1,0 +1,113 @@
+/*
+ * cmd-recover: reconcile an interrupted operation; also the journal
+ * plumbing every state-changing verb shares.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../merge/journal.h"
+#include "../merge/recover.h"
+#include "cli.h"
+
+static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv);
+
+const struct cmd_entry cmd_recover_entry = {
+	.name = "recover",
+	.args_usage = "",
+	.summary = "finish or roll back an interrupted operation (from the journal)",
+	.help = "\nReads the VM's journal; if its last operation did not finish (livemerge was\n"
+		"killed, the monitor dropped), reconciles the journal, QEMU's jobs and the live\n"
+		"chains: a snapshot is kept or its overlays removed, and a frozen guest thawed;\n"
+		"a commit or stream interrupted before its first finalize is cancelled (no disk\n"
+		"changes), one interrupted after it is finalized (every disk changes). Then\n"
+		"jobs of ours are dismissed and, if the operation asked, removed images deleted.\n"
+		"Running it again changes nothing. Every verb that changes state runs this\n"
+		"first when it finds an unfinished operation.\n"
+		"Exit: 0 consistent (recovered or nothing to do), 3 cannot connect, 4 a chain\n"
+		"is neither as before nor as expected (the message names it).\n",
+	.needs_conn = 1,
+	.exec = cmd_recover_exec,
+};
+
+struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code)
+{
+	struct lm_error err;
+	struct merge_journal *j = merge_journal_open(ctx->journal_dir, ctx->target, &err);
+
+	if (j == NULL)
+		*code = cli_error(EXIT_FAILED, "%s (nothing was sent)", err.msg);
+	return j;
+}
+
+static void cli_recover_msg(const char *line, void *arg)
+{
+	struct cli_ctx *ctx = arg;
+
+	if (ctx->json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "type", json_object_new_string("message"));
+		json_object_object_add(o, "message", json_object_new_string(line));
+		cli_print_json(ctx, o);
+		json_object_put(o);
+		return;
+	}
+	fprintf(stderr, "%s\n", line);
+}
+
+static struct qga *cli_recover_qga(const char *target, void *arg)
+{
+	struct cli_ctx *ctx = arg;
+	struct lm_error err;
+	struct tr *t = tr_new(target, &err);
+
+	if (t == NULL) {
+		cli_recover_msg(err.msg, ctx);
+		return NULL;
+	}
+	return qga_new(ctx->loop, t, ctx->timeout);
+}
+
+int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose)
+{
+	struct merge_recover_opts o = {
+		.qga_open = cli_recover_qga,
+		.message = cli_recover_msg,
+		.arg = ctx,
+	};
+	struct lm_error err;
+	enum merge_outcome r;
+	int acted;
+
+	lm_error_clear(&err);
+	r = merge_recover(ctx->conn, j, &o, &acted, &err);
+	if (r == MERGE_DONE) {
+		if (!acted && verbose)
+			cli_recover_msg("nothing to recover: the last operation finished", ctx);
+		return EXIT_OK;
+	}
+	return cli_error(r == MERGE_CONN_FAILED ? EXIT_CONNECT : EXIT_INTERRUPTED, "recover: %s",
+			 err.msg);
+}
+
+static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv)
+{
+	struct merge_journal *j;
+	int first, r;
+
+	r = cli_parse_verb(ctx, &cmd_recover_entry, argc, argv, NULL, NULL, NULL, NULL, &first);
+	if (r != 0)
+		return r < 0 ? EXIT_OK : r;
+	if (first != argc) {
+		cli_verb_usage(stderr, &cmd_recover_entry);
+		return EXIT_USAGE;
+	}
+	if ((r = cli_connect(ctx)) != EXIT_OK)
+		return r;
+	j = cli_journal_open(ctx, &r);
+	if (j == NULL)
+		return r;
+	r = cli_recover(ctx, j, 1);
+	merge_journal_close(j);
+	return r;
+}

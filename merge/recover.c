@@ -1,0 +1,473 @@
+/*
+ * merge/recover: reconciling an unfinished journaled operation (see
+ * recover.h).
+ */
+#include "recover.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "query.h"
+#include "xlate.h"
+
+struct rec {
+	struct qmp_conn *c;
+	struct ev_loop *loop;
+	struct merge_journal *j;
+	const struct merge_recover_opts *o;
+	json_object *entries, *intent;
+	struct lm_error err;
+};
+
+static void rec_msg(struct rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rec_msg(struct rec *r, const char *fmt, ...)
+{
+	char line[600];
+	va_list ap;
+
+	if (r->o->message == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	r->o->message(line, r->o->arg);
+}
+
+static const char *rec_str(json_object *o, const char *k)
+{
+	json_object *v;
+
+	if (o != NULL && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+static json_object *rec_arr(json_object *o, const char *k)
+{
+	json_object *v;
+
+	if (o != NULL && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_array))
+		return v;
+	return NULL;
+}
+
+static int rec_has_step(struct rec *r, const char *step)
+{
+	size_t i;
+
+	for (i = 0; i < json_object_array_length(r->entries); i++) {
+		const char *s = rec_str(json_object_array_get_idx(r->entries, i), "step");
+
+		if (s != NULL && strcmp(s, step) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* ---- waiting on the loop ---------------------------------------------------------- */
+
+struct rec_wait {
+	int done;
+	json_object *ret;
+	struct lm_error err;
+};
+
+static void rec_reply_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			 void *arg)
+{
+	struct rec_wait *w = arg;
+
+	(void)c;
+	w->done = 1;
+	if (err != NULL)
+		w->err = *err;
+	else
+		w->ret = json_object_get(ret);
+}
+
+/* Run cmd (args taken) and wait. 0 with *ret owned (may pass NULL), or -1. */
+static int rec_exec(struct rec *r, struct xl_cmd cmd, json_object **ret, struct lm_error *err)
+{
+	struct rec_wait w = { 0 };
+	int rc;
+
+	if (ret != NULL)
+		*ret = NULL;
+	if (strcmp(cmd.step, "query") != 0 && merge_journal_step(r->j, cmd.step, NULL, err) < 0) {
+		json_object_put(cmd.args);
+		return -1;
+	}
+	rc = qmp_conn_execute(r->c, cmd.name, cmd.args, -1, rec_reply_cb, &w, err);
+	json_object_put(cmd.args);
+	if (rc < 0)
+		return -1;
+	while (!w.done)
+		ev_run(r->loop, EVRUN_ONCE);
+	if (w.err.code != LM_OK) {
+		*err = w.err;
+		return -1;
+	}
+	if (ret != NULL)
+		*ret = w.ret;
+	else
+		json_object_put(w.ret);
+	return 0;
+}
+
+struct rec_chains_wait {
+	int done;
+	struct merge_chains *ch;
+	struct lm_error err;
+};
+
+static void rec_chains_cb(struct merge_chains *ch, const struct lm_error *err, void *arg)
+{
+	struct rec_chains_wait *w = arg;
+
+	w->done = 1;
+	w->ch = ch;
+	if (err != NULL)
+		w->err = *err;
+}
+
+static struct merge_chains *rec_chains(struct rec *r, struct lm_error *err)
+{
+	struct rec_chains_wait w = { 0 };
+
+	if (merge_chains_fetch(r->c, rec_chains_cb, &w, err) < 0)
+		return NULL;
+	while (!w.done)
+		ev_run(r->loop, EVRUN_ONCE);
+	if (w.ch == NULL)
+		*err = w.err;
+	return w.ch;
+}
+
+/* The operation's job ids that QEMU has, with their status. */
+static int rec_jobs(struct rec *r, json_object **jobs, struct lm_error *err)
+{
+	return rec_exec(r, xl_query_jobs(), jobs, err);
+}
+
+static int rec_is_ours(struct rec *r, const char *job_id)
+{
+	json_object *disks = rec_arr(r->intent, "disks");
+	size_t i;
+
+	for (i = 0; disks && i < json_object_array_length(disks); i++) {
+		const char *id = rec_str(json_object_array_get_idx(disks, i), "job");
+
+		if (id != NULL && strcmp(id, job_id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Wait until none of the operation's jobs is short of concluded. */
+static int rec_wait_jobs_end(struct rec *r, struct lm_error *err)
+{
+	double deadline = ev_time() + (r->o->timeout > 0 ? r->o->timeout : 120);
+
+	for (;;) {
+		json_object *jobs;
+		struct xl_job_info ji;
+		int i, busy = 0;
+
+		if (rec_jobs(r, &jobs, err) < 0)
+			return -1;
+		for (i = 0; xl_query_jobs_entry(jobs, i, &ji) == 0; i++)
+			if (rec_is_ours(r, ji.id) && ji.status != XL_JOB_CONCLUDED &&
+			    ji.status != XL_JOB_NULL)
+				busy++;
+		json_object_put(jobs);
+		if (busy == 0)
+			return 0;
+		if (ev_time() > deadline)
+			return lm_error_set(err, LM_ERR_TIMEOUT,
+					    "%d job%s still running after %.0f s", busy,
+					    busy == 1 ? " is" : "s are", r->o->timeout > 0 ? r->o->timeout : 120);
+		ev_sleep(0.2); /* jobs end within moments of a cancel or finalize */
+	}
+}
+
+/* Cancel (before the pivot point) or finalize (after it) what is left. */
+static int rec_drive_jobs(struct rec *r, int forward, struct lm_error *err)
+{
+	json_object *jobs;
+	struct xl_job_info ji;
+	int i;
+
+	if (rec_jobs(r, &jobs, err) < 0)
+		return -1;
+	for (i = 0; xl_query_jobs_entry(jobs, i, &ji) == 0; i++) {
+		struct lm_error e;
+
+		if (!rec_is_ours(r, ji.id) || ji.status == XL_JOB_CONCLUDED || ji.status == XL_JOB_NULL)
+			continue;
+		if (forward && ji.status == XL_JOB_PENDING) {
+			rec_msg(r, "job %s is pending after the pivot point: finalizing it", ji.id);
+			if (rec_exec(r, xl_job_verb(XL_VERB_FINALIZE, ji.id), NULL, &e) < 0)
+				rec_msg(r, "%s", e.msg);
+		} else {
+			rec_msg(r, "job %s is %s before the pivot point: cancelling it", ji.id,
+				xl_job_status_name(ji.status));
+			if (rec_exec(r, xl_job_verb(XL_VERB_CANCEL, ji.id), NULL, &e) < 0)
+				rec_msg(r, "%s", e.msg);
+		}
+		if (qmp_conn_error(r->c) != NULL) {
+			*err = *qmp_conn_error(r->c);
+			json_object_put(jobs);
+			return -1;
+		}
+	}
+	json_object_put(jobs);
+	return rec_wait_jobs_end(r, err);
+}
+
+/* Read every concluded job of ours (the operation's, and any other
+ * livemerge- leftover) and dismiss it. */
+static int rec_dismiss(struct rec *r, struct lm_error *err)
+{
+	json_object *jobs;
+	struct xl_job_info ji;
+	int i;
+
+	if (rec_jobs(r, &jobs, err) < 0)
+		return -1;
+	for (i = 0; xl_query_jobs_entry(jobs, i, &ji) == 0; i++) {
+		struct lm_error e;
+
+		if (ji.status != XL_JOB_CONCLUDED ||
+		    (!rec_is_ours(r, ji.id) && strncmp(ji.id, "livemerge-", 10) != 0))
+			continue;
+		rec_msg(r, "job %s concluded%s%s: dismissing it", ji.id, ji.error ? " with error: " : "",
+			ji.error ? ji.error : "");
+		if (rec_exec(r, xl_job_verb(XL_VERB_DISMISS, ji.id), NULL, &e) < 0)
+			rec_msg(r, "%s", e.msg);
+	}
+	json_object_put(jobs);
+	return qmp_conn_error(r->c) ? (*err = *qmp_conn_error(r->c), -1) : 0;
+}
+
+/* 1 if d's chain is exactly the journaled list. */
+static int rec_chain_is(const struct merge_disk *d, json_object *list)
+{
+	int i;
+
+	if (d == NULL || list == NULL || (size_t)d->nlayers != json_object_array_length(list))
+		return 0;
+	for (i = 0; i < d->nlayers; i++)
+		if (strcmp(d->layers[i].filename,
+			   json_object_get_string(json_object_array_get_idx(list, (size_t)i))) != 0)
+			return 0;
+	return 1;
+}
+
+static int rec_in_any_chain(const struct merge_chains *ch, const char *file)
+{
+	int i, k;
+
+	for (i = 0; i < ch->ndisks; i++)
+		for (k = 0; k < ch->disks[i].nlayers; k++)
+			if (strcmp(ch->disks[i].layers[k].filename, file) == 0)
+				return 1;
+	return 0;
+}
+
+static int rec_remove_file(struct rec *r, const char *path)
+{
+	struct lm_error e;
+
+	if (r->o->files != NULL) {
+		if (r->o->files->remove(path, r->o->files->arg, &e) < 0) {
+			rec_msg(r, "%s", e.msg);
+			return -1;
+		}
+		return 0;
+	}
+	if (unlink(path) < 0 && errno != ENOENT) {
+		rec_msg(r, "cannot delete %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void rec_qga_cb(struct qga *q, json_object *ret, const struct lm_error *err, void *arg)
+{
+	(void)q;
+	rec_reply_cb(NULL, ret, err, arg);
+}
+
+static void rec_thaw(struct rec *r)
+{
+	const char *target = rec_str(r->intent, "qga");
+	struct qga *q;
+	struct rec_wait w = { 0 };
+	struct lm_error e;
+
+	if (target == NULL)
+		return;
+	q = r->o->qga_open ? r->o->qga_open(target, r->o->arg) : NULL;
+	if (q == NULL) {
+		rec_msg(r, "a freeze was journaled but the guest agent %s cannot be reached from "
+			   "here: thaw it (guest-fsfreeze-thaw)", target);
+		return;
+	}
+	{
+		struct xl_cmd cmd = xl_guest_thaw();
+
+		if (merge_journal_step(r->j, cmd.step, NULL, &e) < 0) {
+			rec_msg(r, "%s", e.msg);
+			qga_free(q);
+			return;
+		}
+		if (qga_execute(q, cmd.name, cmd.args, rec_qga_cb, &w, &e) < 0) {
+			rec_msg(r, "%s", e.msg);
+			qga_free(q);
+			return;
+		}
+	}
+	while (!w.done)
+		ev_run(r->loop, EVRUN_ONCE);
+	if (w.err.code != LM_OK)
+		rec_msg(r, "thawing the guest failed: %s", w.err.msg);
+	else
+		rec_msg(r, "guest thawed (%d filesystem%s)", json_object_get_int(w.ret),
+			json_object_get_int(w.ret) == 1 ? "" : "s");
+	json_object_put(w.ret);
+	qga_free(q);
+}
+
+enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
+				 const struct merge_recover_opts *opts, int *acted,
+				 struct lm_error *err)
+{
+	struct merge_recover_opts no_opts = { 0 };
+	struct rec r = { .c = c, .loop = qmp_conn_loop(c), .j = j, .o = opts ? opts : &no_opts };
+	struct merge_chains *ch = NULL;
+	json_object *disks;
+	const char *verb;
+	int finished, i, changed = 0, unchanged = 0, bad = 0, forward;
+	enum merge_outcome out = MERGE_DONE;
+
+	*acted = 0;
+	if (merge_journal_last(j, &r.entries, &finished, err) < 0)
+		return MERGE_FAILED;
+	if (r.entries == NULL || finished) {
+		json_object_put(r.entries);
+		return MERGE_DONE;
+	}
+	*acted = 1;
+	r.intent = json_object_array_get_idx(r.entries, 0);
+	verb = rec_str(r.intent, "verb");
+	disks = rec_arr(r.intent, "disks");
+	if (verb == NULL || disks == NULL || strcmp(rec_str(r.intent, "step"), "intent") != 0) {
+		/* an operation whose intent was lost cannot be reasoned about */
+		lm_error_set(err, LM_ERR_STATE, "journal %s: the unfinished operation has no intent",
+			     merge_journal_path(j));
+		json_object_put(r.entries);
+		return MERGE_UNKNOWN;
+	}
+	rec_msg(&r, "journal %s: an unfinished %s of %zu disk%s: reconciling", merge_journal_path(j),
+		verb, json_object_array_length(disks), json_object_array_length(disks) == 1 ? "" : "s");
+
+	if (strcmp(verb, "snapshot") == 0) {
+		if (rec_has_step(&r, "freeze"))
+			rec_thaw(&r);
+	} else {
+		forward = rec_has_step(&r, "finalize");
+		if (rec_drive_jobs(&r, forward, err) < 0)
+			goto conn_failed;
+	}
+	if (rec_dismiss(&r, err) < 0)
+		goto conn_failed;
+	ch = rec_chains(&r, err);
+	if (ch == NULL)
+		goto conn_failed;
+	for (i = 0; (size_t)i < json_object_array_length(disks); i++) {
+		json_object *d = json_object_array_get_idx(disks, (size_t)i);
+		const char *name = rec_str(d, "disk");
+		const struct merge_disk *md = name ? merge_chains_find(ch, name) : NULL;
+
+		if (rec_chain_is(md, rec_arr(d, "expect"))) {
+			changed++;
+			rec_msg(&r, "%s: changed as asked", name);
+		} else if (rec_chain_is(md, rec_arr(d, "before"))) {
+			unchanged++;
+			rec_msg(&r, "%s: as before", name);
+		} else {
+			bad++;
+			lm_error_set(err, LM_ERR_STATE,
+				     "%s: its chain is neither as before nor as expected: check with "
+				     "'livemerge chain %s'", name ? name : "?", name ? name : "");
+		}
+	}
+	if (bad > 0) {
+		out = MERGE_UNKNOWN;
+		goto out;
+	}
+	for (i = 0; (size_t)i < json_object_array_length(disks); i++) {
+		json_object *d = json_object_array_get_idx(disks, (size_t)i);
+		const struct merge_disk *md = merge_chains_find(ch, rec_str(d, "disk"));
+		json_object *rm = rec_arr(d, "remove"), *v;
+		size_t k;
+
+		if (strcmp(verb, "snapshot") == 0) {
+			const char *ov = rec_str(d, "overlay");
+
+			if (rec_chain_is(md, rec_arr(d, "before")) && ov != NULL &&
+			    json_object_object_get_ex(d, "overlay-created", &v) &&
+			    json_object_get_boolean(v) && !rec_in_any_chain(ch, ov) &&
+			    access(ov, F_OK) == 0 && rec_remove_file(&r, ov) == 0)
+				rec_msg(&r, "%s: removed %s, created by the interrupted snapshot",
+					rec_str(d, "disk"), ov);
+			continue;
+		}
+		if (!rec_chain_is(md, rec_arr(d, "expect")))
+			continue;
+		for (k = 0; rm && k < json_object_array_length(rm); k++) {
+			json_object *l = json_object_array_get_idx(rm, k);
+			const char *node = rec_str(l, "node"), *fnode = rec_str(l, "file-node");
+			const char *file = rec_str(l, "filename");
+			struct lm_error e;
+
+			/* nodes QEMU opened itself are gone; errors here are expected */
+			if (node != NULL && node[0] != '#')
+				rec_exec(&r, xl_node_release(node), NULL, &e);
+			if (fnode != NULL && fnode[0] != '#')
+				rec_exec(&r, xl_node_release(fnode), NULL, &e);
+			if (json_object_object_get_ex(r.intent, "delete", &v) &&
+			    json_object_get_boolean(v) && file != NULL && !rec_in_any_chain(ch, file) &&
+			    rec_remove_file(&r, file) == 0)
+				rec_msg(&r, "%s: deleted %s", rec_str(d, "disk"), file);
+		}
+	}
+	{
+		json_object *f = json_object_new_object();
+
+		json_object_object_add(f, "outcome", json_object_new_int(MERGE_DONE));
+		json_object_object_add(f, "recovered",
+				       json_object_new_string(changed && unchanged ? "mixed"
+							      : changed	       ? "finished"
+										: "rolled-back"));
+		if (merge_journal_step(j, "end", f, err) < 0)
+			out = MERGE_UNKNOWN;
+		json_object_put(f);
+	}
+	rec_msg(&r, "recovered: %s", changed && unchanged ? "some disks changed, the others are as before"
+				     : changed		    ? "the operation is finished"
+							    : "the operation is rolled back");
+	goto out;
+conn_failed:
+	out = err->code == LM_ERR_STATE || err->code == LM_ERR_TIMEOUT ? MERGE_UNKNOWN
+								       : MERGE_CONN_FAILED;
+out:
+	merge_chains_free(ch);
+	json_object_put(r.entries);
+	return out;
+}

@@ -1,0 +1,54 @@
+/*
+ * merge/recover: finish or roll back an operation the journal shows as
+ * unfinished (livemerge was killed, the monitor dropped, the host
+ * rebooted), reconciling three views: the journal, QEMU's jobs and the live
+ * chains. It never guesses from a vanished job: what a disk's chain is
+ * decides whether that disk changed.
+ *
+ *  - snapshot: thaw the guest if a freeze was journaled; each disk either
+ *    has its new overlay or not; if none has, the overlays this operation
+ *    created are removed.
+ *  - commit/stream before the first finalize: every job of the operation is
+ *    cancelled, so no chain changes. From the first finalize on: pending
+ *    jobs are finalized, so every chain changes.
+ *  - then concluded jobs are read and dismissed, the chains checked against
+ *    the journal's before/expected, removed layers' nodes released and (if
+ *    the operation asked) their files deleted, and the end journaled.
+ *
+ * Running it again changes nothing: the operation has its end.
+ *
+ * merge_recover() is synchronous: it runs the connection's loop (nested)
+ * until it is done. Do not call it from inside a callback of that
+ * connection.
+ */
+#ifndef MERGE_RECOVER_H
+#define MERGE_RECOVER_H
+
+#include "../qmp/conn.h"
+#include "../qmp/qga.h"
+#include "group.h"
+#include "journal.h"
+
+struct merge_recover_opts {
+	/* open a guest agent client for a journaled target (to thaw); NULL or
+	 * returning NULL: the guest cannot be thawed from here */
+	struct qga *(*qga_open)(const char *target, void *arg);
+	/* a line for a person */
+	void (*message)(const char *line, void *arg);
+	void *arg;
+	const struct merge_fileops *files; /* NULL: the local filesystem */
+	double timeout; /* for jobs to end, s (0: 120) */
+};
+
+/*
+ * Reconcile c's VM with journal j. Returns MERGE_DONE when there was nothing
+ * to do or every disk is consistent again (*acted set to 1 if anything was
+ * done), MERGE_CONN_FAILED if the monitor failed, MERGE_UNKNOWN if some
+ * chain is neither as before nor as expected (err says which; the journal
+ * stays open).
+ */
+enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
+				 const struct merge_recover_opts *opts, int *acted,
+				 struct lm_error *err);
+
+#endif
