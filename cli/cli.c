@@ -59,36 +59,46 @@ static void cli_state_cb(struct qmp_conn *c, const struct lm_error *err, void *a
 		w->err = *err;
 }
 
-int cli_connect(struct cli_ctx *ctx)
+int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err)
 {
 	struct qmp_conn_opts opts = { .command_timeout = ctx->timeout, .trace = ctx->trace };
 	struct sync_wait w = { 0 };
-	struct lm_error err;
 	struct tr *t;
 
 	if (ctx->target == NULL)
-		return cli_error(EXIT_USAGE, "no monitor given: use -c TARGET (unix:PATH, "
-					     "tcp:HOST:PORT) or set LIVEMERGE_CONNECT");
-	t = tr_new(ctx->target, &err);
+		return lm_error_set(err, LM_ERR_USAGE, "no monitor given: use -c TARGET (unix:PATH, "
+						      "tcp:HOST:PORT) or set LIVEMERGE_CONNECT");
+	t = tr_new(ctx->target, err);
 	if (t == NULL)
-		return cli_report(&err);
+		return -1;
 	opts.connect_timeout = ctx->timeout;
 	ctx->conn = qmp_conn_new(ctx->loop, t, &opts);
 	if (ctx->conn == NULL)
-		return cli_error(EXIT_CONNECT, "out of memory");
+		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
 	qmp_conn_set_state_cb(ctx->conn, cli_state_cb, &w);
-	if (qmp_conn_start(ctx->conn, &err) < 0) {
-		err.code = err.code == LM_ERR_USAGE ? LM_ERR_USAGE : LM_ERR_IO;
-		return cli_report(&err);
+	if (qmp_conn_start(ctx->conn, err) < 0) {
+		if (err->code != LM_ERR_USAGE)
+			err->code = LM_ERR_IO;
+		return -1;
 	}
 	while (!w.done)
 		ev_run(ctx->loop, EVRUN_ONCE);
 	qmp_conn_set_state_cb(ctx->conn, NULL, NULL);
 	if (w.err.code != LM_OK) {
-		if (w.err.code == LM_ERR_QMP)
-			w.err.code = LM_ERR_PROTO;
-		return cli_report(&w.err);
+		*err = w.err;
+		if (err->code == LM_ERR_QMP)
+			err->code = LM_ERR_PROTO;
+		return -1;
 	}
+	return 0;
+}
+
+int cli_connect(struct cli_ctx *ctx)
+{
+	struct lm_error err;
+
+	if (cli_connect_ex(ctx, &err) < 0)
+		return cli_report(&err);
 	return EXIT_OK;
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "../common/lm-error.h"
+#include "../merge/recover.h"
 #include "../qmp/conn.h"
 
 /* Exit codes: the contract with scripts and management engines. */
@@ -62,6 +63,9 @@ int cli_report(const struct lm_error *err);
  * (message printed). */
 int cli_connect(struct cli_ctx *ctx);
 
+/* The same, quiet: 0 or -1 with err. */
+int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
+
 /* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
 		struct lm_error *err);
@@ -75,7 +79,8 @@ struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code);
 /* If the journal shows an unfinished operation, reconcile it now. Returns
  * EXIT_OK when the VM is consistent (recovered or nothing to do), else the
  * exit code (message printed). */
-int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose);
+int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
+		enum merge_recovered *what);
 
 /* Print a JSON value: compact on one line with --json, pretty otherwise. */
 void cli_print_json(struct cli_ctx *ctx, json_object *o);

@@ -68,7 +68,8 @@ static struct qga *cli_recover_qga(const char *target, void *arg)
 	return qga_new(ctx->loop, t, ctx->timeout);
 }
 
-int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose)
+int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
+		enum merge_recovered *what)
 {
 	struct merge_recover_opts o = {
 		.qga_open = cli_recover_qga,
@@ -77,12 +78,14 @@ int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose)
 	};
 	struct lm_error err;
 	enum merge_outcome r;
-	int acted;
+	enum merge_recovered dummy;
 
+	if (what == NULL)
+		what = &dummy;
 	lm_error_clear(&err);
-	r = merge_recover(ctx->conn, j, &o, &acted, &err);
+	r = merge_recover(ctx->conn, j, &o, what, &err);
 	if (r == MERGE_DONE) {
-		if (!acted && verbose)
+		if (*what == MERGE_REC_NOTHING && verbose)
 			cli_recover_msg("nothing to recover: the last operation finished", ctx);
 		return EXIT_OK;
 	}
@@ -107,7 +110,7 @@ static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv)
 	j = cli_journal_open(ctx, &r);
 	if (j == NULL)
 		return r;
-	r = cli_recover(ctx, j, 1);
+	r = cli_recover(ctx, j, 1, NULL);
 	merge_journal_close(j);
 	return r;
 }

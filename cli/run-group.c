@@ -15,6 +15,7 @@
 
 #include "../merge/group.h"
 #include "../merge/journal.h"
+#include "../merge/recover.h"
 #include "run-group.h"
 
 struct bar {
@@ -36,6 +37,8 @@ struct run {
 	struct bar bars[64];
 	ev_signal sigint, sigterm;
 	int interrupted;
+	int may_retry; /* a lost monitor is worth a reconnect */
+	int conn_lost; /* it was lost: the result is not final */
 };
 
 static void run_bars_clear(struct run *r)
@@ -213,6 +216,13 @@ static void run_done_cb(const struct merge_result *res, void *arg)
 
 	r->done = 1;
 	r->outcome = res->outcome;
+	if (res->outcome == MERGE_UNKNOWN && r->may_retry && !r->interrupted &&
+	    (res->err->code == LM_ERR_EOF || res->err->code == LM_ERR_IO)) {
+		r->conn_lost = 1;
+		run_message_cb(res->err->msg, r);
+		run_message_cb("reconnecting to the monitor", r);
+		return;
+	}
 	if (r->tty && !r->ctx->json)
 		run_bars_clear(r), run_bars_draw(r), r->drawn = 0;
 	if (r->ctx->json) {
@@ -247,6 +257,31 @@ static void run_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 }
 
+/* After a lost monitor: reconnect with backoff; EXIT_OK or an exit code. */
+static int run_reconnect(struct run *r)
+{
+	struct cli_ctx *ctx = r->ctx;
+	static const double delays[] = { 0.5, 1, 2, 4, 8 };
+	struct lm_error err;
+	size_t i;
+
+	qmp_conn_free(ctx->conn);
+	ctx->conn = NULL;
+	for (i = 0; i < sizeof(delays) / sizeof(delays[0]) && !r->interrupted; i++) {
+		ev_sleep(delays[i]);
+		if (cli_connect_ex(ctx, &err) == 0) {
+			run_message_cb("monitor reconnected", r);
+			return EXIT_OK;
+		}
+		qmp_conn_free(ctx->conn);
+		ctx->conn = NULL;
+	}
+	return cli_error(EXIT_INTERRUPTED,
+			 "the monitor connection was lost and %zu reconnects failed (%s): QEMU may be "
+			 "gone. Its images are consistent on disk; the journal records the "
+			 "operation: once the VM runs again, run 'livemerge recover'", i, err.msg);
+}
+
 int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 {
 	struct merge_callbacks cbs = {
@@ -256,54 +291,69 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 		.done = run_done_cb,
 	};
 	struct run *r = calloc(1, sizeof(*r));
+	struct merge_request jreq = *req;
+	struct merge_journal *journal = NULL;
 	struct lm_error err;
-	int code, i;
+	int code, i, attempt;
 
 	if (r == NULL)
 		abort();
 	r->ctx = ctx;
 	r->tty = isatty(STDERR_FILENO) && !ctx->json;
-	struct merge_request jreq = *req;
-	struct merge_journal *journal = NULL;
-
 	code = cli_connect(ctx);
-	if (code != EXIT_OK) {
-		free(r);
-		return code;
-	}
+	if (code != EXIT_OK)
+		goto out;
 	if (!ctx->dry_run) {
 		journal = cli_journal_open(ctx, &code);
-		if (journal == NULL) {
-			free(r);
-			return code;
-		}
+		if (journal == NULL)
+			goto out;
 		/* an earlier operation on this VM that did not finish comes first */
-		code = cli_recover(ctx, journal, 0);
-		if (code != EXIT_OK) {
-			merge_journal_close(journal);
-			free(r);
-			return code;
-		}
+		code = cli_recover(ctx, journal, 0, NULL);
+		if (code != EXIT_OK)
+			goto out;
 		jreq.journal = journal;
-	}
-	r->g = merge_group_start(ctx->conn, &jreq, &cbs, r, &err);
-	if (r->g == NULL) {
-		merge_journal_close(journal);
-		free(r);
-		return cli_report(&err);
 	}
 	ev_signal_init(&r->sigint, run_signal_cb, SIGINT);
 	ev_signal_init(&r->sigterm, run_signal_cb, SIGTERM);
 	r->sigint.data = r->sigterm.data = r;
 	ev_signal_start(ctx->loop, &r->sigint);
 	ev_signal_start(ctx->loop, &r->sigterm);
-	while (!r->done)
-		ev_run(ctx->loop, EVRUN_ONCE);
+	for (attempt = 0;; attempt++) {
+		r->done = r->conn_lost = 0;
+		r->may_retry = journal != NULL && attempt < 3;
+		r->g = merge_group_start(ctx->conn, &jreq, &cbs, r, &err);
+		if (r->g == NULL) {
+			code = cli_report(&err);
+			break;
+		}
+		while (!r->done)
+			ev_run(ctx->loop, EVRUN_ONCE);
+		merge_group_free(r->g);
+		r->g = NULL;
+		code = r->outcome;
+		if (!r->conn_lost)
+			break;
+		code = run_reconnect(r);
+		if (code != EXIT_OK)
+			break;
+		if (req->verb == MERGE_SNAPSHOT || merge_journal_unfinished_has(journal, "finalize")) {
+			/* past the point of no return, or a transaction whose answer was
+			 * lost: the journal and the live chains tell what happened */
+			enum merge_recovered what;
+
+			code = cli_recover(ctx, journal, 0, &what);
+			if (code == EXIT_OK)
+				code = what == MERGE_REC_FINISHED	? EXIT_OK
+				       : what == MERGE_REC_ROLLED_BACK ? EXIT_FAILED
+									: EXIT_INTERRUPTED;
+			break;
+		}
+		jreq.adopt = 1; /* the jobs run on in QEMU: take them over */
+	}
 	ev_signal_stop(ctx->loop, &r->sigint);
 	ev_signal_stop(ctx->loop, &r->sigterm);
-	merge_group_free(r->g);
+out:
 	merge_journal_close(journal);
-	code = r->outcome;
 	for (i = 0; i < r->nbars; i++)
 		free(r->bars[i].disk);
 	free(r);

@@ -48,6 +48,7 @@ struct gjob {
 	int active;
 	enum xl_job_status st;
 	int start; /* 0 not sent, 1 in flight, 2 started, -1 refused */
+	int adopted; /* started by an earlier run (adopt mode) */
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
@@ -916,7 +917,8 @@ static void g_step(struct merge_group *g)
 			for (i = 0; i < g->n; i++) {
 				struct gjob *j = &g->jobs[i];
 
-				if (!j->active || j->complete_sent)
+				/* a job taken over may have been completed already */
+				if (!j->active || j->complete_sent || j->st != XL_JOB_READY)
 					continue;
 				j->complete_sent = 1;
 				if (g_send(g, xl_job_verb(XL_VERB_COMPLETE, j->job_id), 1, j,
@@ -1307,6 +1309,10 @@ static void g_start(struct merge_group *g)
 							g->req.speed)
 					    : xl_stream(j->job_id, j->root, j->base_node, g->req.speed);
 
+		if (j->adopted) {
+			json_object_put(cmd.args);
+			continue;
+		}
 		j->start = 1;
 		if (g_send(g, cmd, 1, j, g_started) < 0) {
 			g_conn_lost(g, &g->err);
@@ -1475,6 +1481,16 @@ static int g_check_leftovers(struct merge_group *g)
 
 		if (j == NULL)
 			continue;
+		if (g->req.adopt) {
+			j->start = 2;
+			j->st = ji.status;
+			j->adopted = 1;
+			if (ji.error != NULL && j->error == NULL)
+				j->error = strdup(ji.error);
+			g_msg(g, "%s: taking over job %s (%s)", j->name, ji.id,
+			      xl_job_status_name(ji.status));
+			continue;
+		}
 		if (ji.status != XL_JOB_CONCLUDED)
 			return g_bad(g, "%s: job id %s is in use by a job in state '%s' (wait for it, "
 					"or 'livemerge cancel %s')", j->name, ji.id,
@@ -1522,7 +1538,15 @@ static void g_fetched(struct merge_group *g)
 		g_finish(g);
 		return;
 	}
-	if (g->req.journal != NULL && !g->req.dry_run) {
+	if (g->req.adopt) {
+		g->changed = 1;
+		g->journaled = g->req.journal != NULL;
+		if (g_journal(g, "resume", NULL) < 0) {
+			g->outcome = MERGE_UNKNOWN;
+			g_finish(g);
+			return;
+		}
+	} else if (g->req.journal != NULL && !g->req.dry_run) {
 		json_object *intent = g_intent(g);
 		struct lm_error e;
 		int r = merge_journal_begin(g->req.journal, intent, &e);
@@ -1541,7 +1565,7 @@ static void g_fetched(struct merge_group *g)
 	for (i = 0; xl_query_jobs_entry(g->jobs_before, i, &ji) == 0; i++) {
 		struct gjob *j = g_job_by_id(g, ji.id);
 
-		if (j == NULL)
+		if (j == NULL || j->adopted)
 			continue;
 		if (g_send(g, xl_job_verb(XL_VERB_DISMISS, ji.id), 1, j, g_leftover_dismissed) < 0) {
 			g_conn_lost(g, &g->err);

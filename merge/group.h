@@ -65,6 +65,9 @@ struct merge_request {
 				happens (0: 10) */
 	struct merge_journal *journal; /* each step is journaled before it is sent
 					  (borrowed; NULL: no journal) */
+	int adopt; /* commit/stream after a lost monitor: take over the jobs of
+		      ours QEMU still has (the journal's operation goes on)
+		      instead of refusing them */
 	const struct merge_fileops *files; /* NULL: the local filesystem */
 };
 

@@ -343,9 +343,22 @@ static void rec_thaw(struct rec *r)
 	qga_free(q);
 }
 
+int merge_journal_unfinished_has(struct merge_journal *j, const char *step)
+{
+	struct rec r = { 0 };
+	struct lm_error e;
+	int finished, has;
+
+	if (merge_journal_last(j, &r.entries, &finished, &e) < 0 || r.entries == NULL)
+		return 0;
+	has = !finished && rec_has_step(&r, step);
+	json_object_put(r.entries);
+	return has;
+}
+
 enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
-				 const struct merge_recover_opts *opts, int *acted,
-				 struct lm_error *err)
+				 const struct merge_recover_opts *opts,
+				 enum merge_recovered *what, struct lm_error *err)
 {
 	struct merge_recover_opts no_opts = { 0 };
 	struct rec r = { .c = c, .loop = qmp_conn_loop(c), .j = j, .o = opts ? opts : &no_opts };
@@ -355,14 +368,13 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	int finished, i, changed = 0, unchanged = 0, bad = 0, forward;
 	enum merge_outcome out = MERGE_DONE;
 
-	*acted = 0;
+	*what = MERGE_REC_NOTHING;
 	if (merge_journal_last(j, &r.entries, &finished, err) < 0)
 		return MERGE_FAILED;
 	if (r.entries == NULL || finished) {
 		json_object_put(r.entries);
 		return MERGE_DONE;
 	}
-	*acted = 1;
 	r.intent = json_object_array_get_idx(r.entries, 0);
 	verb = rec_str(r.intent, "verb");
 	disks = rec_arr(r.intent, "disks");
@@ -459,6 +471,9 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 			out = MERGE_UNKNOWN;
 		json_object_put(f);
 	}
+	*what = changed && unchanged ? MERGE_REC_MIXED
+		: changed	     ? MERGE_REC_FINISHED
+				     : MERGE_REC_ROLLED_BACK;
 	rec_msg(&r, "recovered: %s", changed && unchanged ? "some disks changed, the others are as before"
 				     : changed		    ? "the operation is finished"
 							    : "the operation is rolled back");

@@ -40,15 +40,25 @@ struct merge_recover_opts {
 	double timeout; /* for jobs to end, s (0: 120) */
 };
 
+enum merge_recovered {
+	MERGE_REC_NOTHING,     /* the last operation had finished */
+	MERGE_REC_FINISHED,    /* every disk changed as the operation asked */
+	MERGE_REC_ROLLED_BACK, /* every disk is as before */
+	MERGE_REC_MIXED,       /* some disks changed, the others are as before */
+};
+
 /*
  * Reconcile c's VM with journal j. Returns MERGE_DONE when there was nothing
- * to do or every disk is consistent again (*acted set to 1 if anything was
- * done), MERGE_CONN_FAILED if the monitor failed, MERGE_UNKNOWN if some
- * chain is neither as before nor as expected (err says which; the journal
- * stays open).
+ * to do or every disk is consistent again (*what says which),
+ * MERGE_CONN_FAILED if the monitor failed, MERGE_UNKNOWN if some chain is
+ * neither as before nor as expected (err says which; the journal stays
+ * open).
  */
 enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
-				 const struct merge_recover_opts *opts, int *acted,
-				 struct lm_error *err);
+				 const struct merge_recover_opts *opts,
+				 enum merge_recovered *what, struct lm_error *err);
+
+/* 1 if the journal's last operation is unfinished and got as far as step. */
+int merge_journal_unfinished_has(struct merge_journal *j, const char *step);
 
 #endif
