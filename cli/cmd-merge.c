@@ -10,7 +10,8 @@ static int cmd_merge_exec(struct cli_ctx *ctx, int argc, char **argv);
 
 const struct cmd_entry cmd_commit_entry = {
 	.name = "commit",
-	.args_usage = "DISK [DISK...] [--top LAYER] [--base LAYER] [--speed BYTES] [--delete]",
+	.args_usage = "DISK [DISK...] [--top LAYER] [--base LAYER] [--speed BYTES] [--delete]\n"
+		      "       [--wait-for-space SECS]",
 	.summary = "merge a layer down into the one below, live; several disks pivot all or none",
 	.help = "\nMerges the data of --top (default: the active layer) down into --base\n"
 		"(default: the layer right below top), live. From the active layer this is an\n"
@@ -24,6 +25,9 @@ const struct cmd_entry cmd_commit_entry = {
 		"  --speed BYTES   bytes per second per job (suffixes K, M, G)\n"
 		"  --delete        delete the images that left the chains, after the live\n"
 		"                  chains are checked\n"
+		"  --wait-for-space SECS  a job that runs out of space pauses; wait up to SECS\n"
+		"                  for space to appear (resuming it every 2 s) instead of\n"
+		"                  cancelling every job at once\n"
 		"Example: livemerge -c unix:/run/vm1/qmp.sock commit vda vdb --delete\n",
 	.needs_conn = 1,
 	.exec = cmd_merge_exec,
@@ -38,7 +42,8 @@ const struct cmd_entry cmd_stream_entry = {
 		"layer. Several disks run at once and change all or none.\n"
 		"  --base LAYER    node name or file name as 'chain' shows it\n"
 		"  --speed BYTES   bytes per second per job (suffixes K, M, G)\n"
-		"  --delete        delete the images that left the chains\n",
+		"  --delete        delete the images that left the chains\n"
+		"  --wait-for-space SECS  as for commit\n",
 	.needs_conn = 1,
 	.exec = cmd_merge_exec,
 };
@@ -46,6 +51,7 @@ const struct cmd_entry cmd_stream_entry = {
 struct merge_opts {
 	const char *top, *base;
 	int64_t speed;
+	double wait_for_space;
 	int del;
 	int is_commit;
 };
@@ -63,6 +69,15 @@ static int cmd_merge_opt(struct cli_ctx *ctx, int opt, const char *arg, void *da
 		return 0;
 	case 'b': o->base = arg; return 0;
 	case 'd': o->del = 1; return 0;
+	case 'w': {
+		char *end;
+
+		o->wait_for_space = strtod(arg, &end);
+		if (*end != '\0' || o->wait_for_space <= 0)
+			return cli_error(EXIT_USAGE, "--wait-for-space: '%s' is not a positive number",
+					 arg);
+		return 0;
+	}
 	case 's':
 		if (cli_parse_size(arg, &o->speed) < 0)
 			return cli_error(EXIT_USAGE, "--speed: '%s' is not a byte count", arg);
@@ -78,6 +93,7 @@ static int cmd_merge_exec(struct cli_ctx *ctx, int argc, char **argv)
 		{ "base", required_argument, NULL, 'b' },
 		{ "speed", required_argument, NULL, 's' },
 		{ "delete", no_argument, NULL, 'd' },
+		{ "wait-for-space", required_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int is_commit = strcmp(argv[0], "commit") == 0;
@@ -108,6 +124,7 @@ static int cmd_merge_exec(struct cli_ctx *ctx, int argc, char **argv)
 	req.targets = t;
 	req.speed = o.speed;
 	req.delete_removed = o.del;
+	req.wait_for_space = o.wait_for_space;
 	req.dry_run = ctx->dry_run;
 	r = cli_run_group(ctx, &req);
 	free(t);

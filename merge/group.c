@@ -49,6 +49,7 @@ struct gjob {
 	enum xl_job_status st;
 	int start; /* 0 not sent, 1 in flight, 2 started, -1 refused */
 	int adopted; /* started by an earlier run (adopt mode) */
+	int out_of_space; /* pauses for lack of space seen */
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
@@ -90,6 +91,9 @@ struct merge_group {
 	double frozen_ms; /* how long the guest was frozen, -1 if it was not */
 	ev_timer freeze_watchdog;
 
+	ev_timer space_timer; /* resumes jobs paused for lack of space */
+	double space_since;   /* when the first pause for space came, 0: none */
+
 	int journal_failed;
 	int journaled; /* the intent is in the journal */
 	int cancel_requested;
@@ -109,6 +113,8 @@ static void g_step(struct merge_group *g);
 static void g_verify(struct merge_group *g);
 static void g_finish(struct merge_group *g);
 static void g_thaw(struct merge_group *g);
+static void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation);
+static void g_abort(struct merge_group *g);
 
 const char *merge_verb_name(enum merge_verb v)
 {
@@ -167,6 +173,7 @@ static void g_unref(struct merge_group *g)
 		return;
 	ev_timer_stop(g->loop, &g->poll);
 	ev_timer_stop(g->loop, &g->freeze_watchdog);
+	ev_timer_stop(g->loop, &g->space_timer);
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
@@ -386,6 +393,7 @@ static void g_finish(struct merge_group *g)
 	g->done = 1;
 	g->phase = P_DONE;
 	ev_timer_stop(g->loop, &g->poll);
+	ev_timer_stop(g->loop, &g->space_timer);
 	qmp_conn_set_event_cb(g->c, NULL, NULL);
 	if (g->outcome != MERGE_DONE && !g->have_err)
 		g_errorf(g, LM_ERR_FAILED, "%s failed", merge_verb_name(g->req.verb));
@@ -965,6 +973,82 @@ static void g_step(struct merge_group *g)
 
 /* ---- events and polling ----------------------------------------------------------- */
 
+static void g_resumed(struct merge_group *g, struct gjob *j, json_object *ret,
+		      const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	if (err != NULL)
+		g_msg(g, "%s: %s", j->name, err->msg);
+}
+
+static void g_space_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct merge_group *g = w->data;
+	int i, paused = 0;
+
+	(void)revents;
+	if (g->done || g->phase >= P_FINALIZE)
+		return;
+	for (i = 0; i < g->n; i++)
+		paused += g->jobs[i].st == XL_JOB_PAUSED;
+	if (paused == 0) {
+		ev_timer_stop(loop, w);
+		g->space_since = 0;
+		return;
+	}
+	if (ev_now(loop) - g->space_since > g->req.wait_for_space) {
+		ev_timer_stop(loop, w);
+		g_errorf(g, LM_ERR_FAILED, "no space appeared within %.0f s: cancelling every job, "
+				       "nothing changes", g->req.wait_for_space);
+		g_abort(g);
+		g_step(g);
+		return;
+	}
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (j->st != XL_JOB_PAUSED)
+			continue;
+		if (g_send(g, xl_job_verb(XL_VERB_RESUME, j->job_id), 1, j, g_resumed) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+	}
+}
+
+/* A job paused because its target ran out of space (on-error=enospc). */
+static void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation)
+{
+	char done[64] = "";
+
+	if (j->out_of_space++ > 0 && g->req.wait_for_space <= 0)
+		return; /* one report per job: parallel writes fail together */
+	if (j->len > 0)
+		snprintf(done, sizeof(done), " after %lld of %lld bytes",
+			 (long long)(j->offset > 0 ? j->offset : 0), (long long)j->len);
+	if (g->req.wait_for_space <= 0) {
+		g_errorf(g, LM_ERR_FAILED,
+			 "%s: no space left on device (%s)%s: cancelling every job, nothing changes; "
+			 "free space where the %s's target layer lives and run again, or use "
+			 "--wait-for-space SECS", j->name, operation ? operation : "write", done,
+			 merge_verb_name(g->req.verb));
+		g_abort(g);
+		return;
+	}
+	if (g->space_since == 0) {
+		g->space_since = ev_now(g->loop);
+		g_msg(g, "%s: no space left on device (%s)%s: the job is paused; free space where "
+			 "its target layer lives: it resumes by itself (waiting up to %.0f s)",
+		      j->name, operation ? operation : "write", done, g->req.wait_for_space);
+		ev_timer_set(&g->space_timer, 2., 2.);
+		ev_timer_start(g->loop, &g->space_timer);
+	}
+}
+
 static void g_event_cb(struct qmp_conn *c, const struct qmp_msg *ev, void *arg)
 {
 	struct merge_group *g = arg;
@@ -997,8 +1081,11 @@ static void g_event_cb(struct qmp_conn *c, const struct qmp_msg *ev, void *arg)
 			j->len = je.len;
 		break;
 	case XL_EV_ERROR:
-		g_msg(g, "%s: job %s hit an I/O error on %s (%s)", j->name, j->job_id,
-		      je.operation ? je.operation : "?", je.action ? je.action : "?");
+		if (je.action != NULL && strcmp(je.action, "stop") == 0)
+			g_out_of_space(g, j, je.operation);
+		else
+			g_msg(g, "%s: job %s hit an I/O error on %s (%s)", j->name, j->job_id,
+			      je.operation ? je.operation : "?", je.action ? je.action : "?");
 		break;
 	default:
 		break;
@@ -1673,6 +1760,8 @@ struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_req
 	g->frozen_ms = -1;
 	if (g->req.freeze_limit <= 0)
 		g->req.freeze_limit = 10;
+	ev_init(&g->space_timer, g_space_cb);
+	g->space_timer.data = g;
 	ev_init(&g->freeze_watchdog, g_freeze_watchdog_cb);
 	g->freeze_watchdog.data = g;
 	ev_init(&g->poll, g_poll_cb);

@@ -65,6 +65,9 @@ struct merge_request {
 				happens (0: 10) */
 	struct merge_journal *journal; /* each step is journaled before it is sent
 					  (borrowed; NULL: no journal) */
+	double wait_for_space; /* commit/stream: a job paused for lack of space is
+				  resumed every 2 s for up to this many seconds
+				  (0: cancel every job at once, nothing changes) */
 	int adopt; /* commit/stream after a lost monitor: take over the jobs of
 		      ours QEMU still has (the journal's operation goes on)
 		      instead of refusing them */

@@ -69,6 +69,8 @@ static json_object *xl_job_args(const char *job_id, const char *root_node, int64
 	xl_add_str(a, "device", root_node);
 	if (speed > 0)
 		json_object_object_add(a, "speed", json_object_new_int64(speed));
+	/* out of space: pause (BLOCK_JOB_ERROR action "stop") instead of failing */
+	xl_add_str(a, "on-error", "enospc");
 	/* held in PENDING before any graph change, kept CONCLUDED until read */
 	json_object_object_add(a, "auto-finalize", json_object_new_boolean(0));
 	json_object_object_add(a, "auto-dismiss", json_object_new_boolean(0));
@@ -131,12 +133,14 @@ struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id)
 		[XL_VERB_FINALIZE] = "job-finalize",
 		[XL_VERB_DISMISS] = "job-dismiss",
 		[XL_VERB_CANCEL] = "job-cancel",
+		[XL_VERB_RESUME] = "job-resume",
 	};
 	static const char *const steps[] = {
 		[XL_VERB_COMPLETE] = "complete",
 		[XL_VERB_FINALIZE] = "finalize",
 		[XL_VERB_DISMISS] = "dismiss",
 		[XL_VERB_CANCEL] = "cancel",
+		[XL_VERB_RESUME] = "resume",
 	};
 	struct xl_cmd c = { names[verb], json_object_new_object(), steps[verb] };
 

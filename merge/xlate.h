@@ -30,7 +30,7 @@ enum xl_job_status {
 	XL_JOB_NULL,
 };
 
-enum xl_job_verb { XL_VERB_COMPLETE, XL_VERB_FINALIZE, XL_VERB_DISMISS, XL_VERB_CANCEL };
+enum xl_job_verb { XL_VERB_COMPLETE, XL_VERB_FINALIZE, XL_VERB_DISMISS, XL_VERB_CANCEL, XL_VERB_RESUME };
 
 /* A command to send: name is static, args owned (NULL for none); step is
  * the engine's name for what it does, as the journal records it. */
