@@ -38,6 +38,7 @@ IT_NAME=${IT_NAME#test-}
 IT_MIB=1048576
 IT_VERDICT=
 IT_ERR=
+IT_SIGNAL=
 T=
 
 # ---------------------------------------------------------------- internal helpers
@@ -65,7 +66,7 @@ it__cleanup() {
 		if ((rc == 0)); then
 			reason=${reason:-ended without it_pass}
 		else
-			reason=${reason:-exit status $rc${IT_ERR:+ at $IT_ERR}}
+			reason=${reason:-${IT_SIGNAL:+killed by SIG$IT_SIGNAL, }exit status $rc${IT_ERR:+ at $IT_ERR}}
 		fi
 		echo "FAIL $IT_NAME: $reason"
 		((rc != 0)) || rc=1
@@ -80,32 +81,27 @@ it__cleanup() {
 	exit "$rc"
 }
 
-# it__same_process PID START: true if PID is alive and is the process recorded with START
-# (its start time in clock ticks), so a reused pid is never killed.
-it__same_process() {
-	local stat rest
+# it__proc_state PID: print "STATE STARTTIME" of PID from /proc (STATE Z: a zombie; STARTTIME
+# in clock ticks since boot, which tells a reused pid apart); false if there is no PID.
+it__proc_state() {
+	local stat
 	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	rest=${stat##*) }
-	# shellcheck disable=SC2086 # split the fields after "(comm) "
-	set -- $rest "$2"
-	[[ $1 != Z && ${20} == "${!#}" ]]
-}
-
-it__start_time() {
-	local stat rest
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	rest=${stat##*) }
-	# shellcheck disable=SC2086
-	set -- $rest
-	echo "${20}"
+	# shellcheck disable=SC2086 # the fields after "(comm) ", which may hold spaces
+	set -- ${stat##*) }
+	echo "$1 ${20}"
 }
 
 # it__alive PID: true if PID exists and is not a zombie.
 it__alive() {
-	local stat rest
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	rest=${stat##*) }
-	[[ ${rest:0:1} != Z ]]
+	local state
+	state=$(it__proc_state "$1") && [[ $state != Z\ * ]]
+}
+
+# it__same_process PID START: true if PID is alive and is the process started at START, so
+# a reused pid is never killed.
+it__same_process() {
+	local state
+	state=$(it__proc_state "$1") && [[ $state != Z\ * && $state == *" $2" ]]
 }
 
 # it__wait_gone PID SECONDS: wait up to SECONDS for PID to exit; false on timeout.
@@ -139,8 +135,8 @@ it__io_expect() {
 	for cmd; do
 		read -r -a w <<<"$cmd"
 		case ${w[0]} in
-		read) verb=read ;;
-		write) verb=wrote ;;
+		read) verb="read" ;;
+		write) verb="wrote" ;;
 		*) it_fail "it__io_expect: only read/write commands are checked, got '$cmd'" ;;
 		esac
 		((${#w[@]} >= 3)) || it_fail "it__io_expect: '$cmd' lacks OFF LEN"
@@ -153,13 +149,13 @@ it__io_expect() {
 # it__io_check WHAT OUTPUT CMD...: OUTPUT (qemu-io's report) must hold exactly the success
 # lines of CMD... in order, and no pattern mismatch or failure message.
 it__io_check() {
-	local what=$1 output=$2 want got
+	local what=$1 output=$2 want got bad='failed|error|cannot|can.t'
 	shift 2
 	want=$(it__io_expect "$@")
 	got=$(grep -E '^(read|wrote) [0-9]+/[0-9]+ bytes at offset [0-9]+$' <<<"$output" || true)
-	if grep -qiE 'verification failed|failed|error|cannot|can.t' <<<"$output" || [[ $got != "$want" ]]; then
+	if grep -qiE "$bad" <<<"$output" || [[ $got != "$want" ]]; then
 		printf '%s: qemu-io output:\n%s\n' "$what" "$output" >&2
-		it_fail "$what: $(grep -iE 'verification failed|failed|error|cannot|can.t' <<<"$output" | head -n 1 || echo "expected '${want//$'\n'/; }'")"
+		it_fail "$what: $(grep -iE "$bad" <<<"$output" | head -n 1 || echo "expected '${want//$'\n'/; }'")"
 	fi
 }
 
@@ -211,9 +207,9 @@ it_setup() {
 	T=$(mktemp -d "${TMPDIR:-/tmp}/lm.XXXXXX")
 	export T
 	trap it__cleanup EXIT
-	trap 'exit 129' HUP
-	trap 'exit 130' INT
-	trap 'exit 143' TERM
+	trap 'IT_SIGNAL=HUP; exit 129' HUP
+	trap 'IT_SIGNAL=INT; exit 130' INT
+	trap 'IT_SIGNAL=TERM; exit 143' TERM
 	trap '[[ -n $IT_ERR ]] || IT_ERR="${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
 }
 
@@ -225,13 +221,15 @@ it_log() {
 # it_fail MSG: end the test with "FAIL name: MSG". Inside $(...) the reason is handed to the
 # test's shell through $T/.fail-reason, and the subshell exits non-zero.
 it_fail() {
+	local msg=$*
+	msg=${msg//$'\n'/\\n}
 	if [[ $BASHPID != "$$" ]]; then
-		[[ -z $T || -s $T/.fail-reason ]] || echo "$*" >"$T/.fail-reason"
-		echo "FAIL $IT_NAME: $*" >&2
+		[[ -z $T || -s $T/.fail-reason ]] || echo "$msg" >"$T/.fail-reason"
+		it_log "failing in a subshell: $msg"
 		exit 1
 	fi
 	IT_VERDICT=fail
-	echo "FAIL $IT_NAME: $*"
+	echo "FAIL $IT_NAME: $msg"
 	exit 1
 }
 
@@ -252,7 +250,8 @@ it_pass() {
 # $T/NAME.pid). The start_* functions call it; a test calls it for its own background jobs.
 it_track() {
 	local start
-	start=$(it__start_time "$2") || it_fail "process $2 ($1) is already gone"
+	start=$(it__proc_state "$2") || it_fail "process $2 ($1) is already gone"
+	start=${start#* }
 	echo "$2 $start" >"$T/$1.pid"
 }
 
@@ -285,8 +284,10 @@ chain_files() {
 # DIR/NAME.1.qcow2 ... DIR/NAME.DEPTH.qcow2 (absolute backing paths, -F qcow2), write layer
 # i's pattern (see the top of this file) into each, print the top's absolute path.
 mk_chain() {
-	local dir=$1 name=$2 depth=$3 size=$4 i file prev= out cmd
-	[[ $depth =~ ^[0-9]+$ ]] && ((depth <= 200)) || it_fail "mk_chain: bad depth '$depth'"
+	local dir=$1 name=$2 depth=$3 size=$4 i file prev="" out cmd
+	if ! [[ $depth =~ ^[0-9]+$ ]] || ((depth > 200)); then
+		it_fail "mk_chain: bad depth '$depth'"
+	fi
 	dir=$(cd "$dir" && pwd)
 	(($(it__bytes "$size") >= (depth + 1) * IT_MIB)) || it_fail "mk_chain: $size too small for depth $depth"
 	for ((i = 0; i <= depth; i++)); do
@@ -396,15 +397,20 @@ start_qsd() {
 # every reply) if a reply is an error; fails the test if the monitor does not answer within
 # IT_QMP_TIMEOUT seconds (default 30).
 qmp_raw() {
-	local sock=$1 to=${IT_QMP_TIMEOUT:-30} n=0 cmd line id rfd wfd pid status=0
+	local sock=$1 to=${IT_QMP_TIMEOUT:-30} n=0 cmd line id rfd wfd pid status=0 c0 c1
 	shift
 	coproc IT_QMP { exec socat - "UNIX-CONNECT:$sock" 2>/dev/null; }
 	pid=$IT_QMP_PID
-	# Own copies of the pipe ends: bash closes the coproc's when socat exits, and QEMU
-	# closes the connection right after answering "quit".
-	exec {rfd}<&"${IT_QMP[0]}" {wfd}>&"${IT_QMP[1]}"
-	read -r -t "$to" -u "$rfd" line && [[ $line == *'"QMP"'* ]] ||
+	# Move the pipe ends to fds of our own: bash may close the coproc's as soon as socat
+	# exits (QEMU closes the connection right after answering "quit"), and socat must see
+	# EOF once we close our write end.
+	c0=${IT_QMP[0]}
+	c1=${IT_QMP[1]}
+	exec {rfd}<&"$c0" {wfd}>&"$c1"
+	exec {c0}<&- {c1}>&-
+	if ! read -r -t "$to" -u "$rfd" line || [[ $line != *'"QMP"'* ]]; then
 		it_fail "qmp_raw: no QMP greeting on $sock"
+	fi
 	for cmd in '{"execute":"qmp_capabilities"}' "$@"; do
 		id=it-$n
 		cmd=$(jq -c --arg id "$id" '. + {id: $id}' <<<"$cmd") || it_fail "qmp_raw: not a JSON object: $cmd"
@@ -425,6 +431,7 @@ qmp_raw() {
 		n=$((n + 1))
 	done
 	exec {wfd}>&- {rfd}<&-
+	it__wait_gone "$pid" 5 || kill "$pid" 2>/dev/null || true
 	wait "$pid" 2>/dev/null || true
 	return "$status"
 }

@@ -7,7 +7,7 @@
 # image only; after stop_vm the layer patterns and the live write read back offline. Also
 # checks that the checkers themselves reject wrong data and that qmp_raw reports QMP errors.
 set -euo pipefail
-# shellcheck source=integration/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_setup
 
@@ -33,32 +33,27 @@ check_named_nodes() {
 	echo "$nodes"
 }
 
-# check_vm_block LAYOUT QDEV_PREFIX DEVICE_PREFIX TOPFILE...: query-block of the running VM
-# $T/LAYOUT.qmp shows one backend per TOPFILE with its qdev, block backend name, and the
-# whole backing chain of files.
+# check_vm_block LAYOUT QDEVIDS DEVICES TOPFILE...: query-block of the running VM
+# $T/LAYOUT.qmp shows one backend per TOPFILE with its qdev id and block backend name (the
+# i-th entries of the "|"-separated QDEVIDS and DEVICES) and the whole chain of files.
 check_vm_block() {
-	local layout=$1 qprefix=$2 dprefix=$3 i=0 top blocks entry qdev
+	local layout=$1 i=0 top blocks entry qdev
+	local -a qdevids devices
+	IFS='|' read -r -a qdevids <<<"$2"
+	IFS='|' read -r -a devices <<<"$3"
 	shift 3
 	blocks=$(qmp_raw "$T/$layout.qmp" '{"execute":"query-block"}')
 	it_assert_eq "$(jq '.return | length' <<<"$blocks")" "$#" "$layout: query-block entries"
 	for top; do
-		qdev=/machine/peripheral/$("$qprefix" "$i")/virtio-backend
+		qdev=/machine/peripheral/${qdevids[i]}/virtio-backend
 		entry=$(jq -c --arg q "$qdev" '.return[] | select(.qdev == $q)' <<<"$blocks")
 		[[ -n $entry ]] || it_fail "$layout: no query-block entry with qdev $qdev"
-		it_assert_eq "$(jq -r .device <<<"$entry")" "$("$dprefix" "$i")" "$layout: $qdev device name"
+		it_assert_eq "$(jq -r .device <<<"$entry")" "${devices[i]:-}" "$layout: $qdev device name"
 		it_assert_eq "$(jq -c '[.inserted.image | recurse(.["backing-image"]; . != null) | .filename]' <<<"$entry")" \
 			"$(files_json "$top")" "$layout: $qdev chain in query-block"
 		i=$((i + 1))
 	done
 }
-
-bd_qdev() {
-	local letters=abcdefgh
-	echo "vd${letters:$1:1}"
-}
-bd_device() { echo ""; }
-drive_qdev() { echo "virtio-disk$1"; }
-drive_device() { echo "drive-virtio-disk$1"; }
 
 # check_offline TOPFILE NAME DEPTH PATTERN: after the process stopped: the chain's patterns,
 # the live write PATTERN at LIVE_OFF in the top, zeroes there in the layer below the top.
@@ -86,7 +81,7 @@ rm -f "$T/.fail-reason"
 a=$(mk_chain "$T/img" bda 1 64M)
 b=$(mk_chain "$T/img" bdb 3 64M)
 start_vm_blockdev bd "$a" "$b"
-check_vm_block bd bd_qdev bd_device "$a" "$b"
+check_vm_block bd "vda|vdb" "|" "$a" "$b"
 nodes=$(check_named_nodes "$T/bd.qmp" "$a" "$b")
 it_assert_eq "$(jq -r --arg f "$a" '.return[] | select(.drv == "qcow2" and .file == $f) | ."node-name"' <<<"$nodes")" \
 	vda-top "bd: node name of vda's top"
@@ -105,7 +100,7 @@ check_offline "$b" bdb 3 0xb1
 a=$(mk_chain "$T/img" dra 1 64M)
 b=$(mk_chain "$T/img" drb 3 64M)
 start_vm_drive dr "$a" "$b"
-check_vm_block dr drive_qdev drive_device "$a" "$b"
+check_vm_block dr "virtio-disk0|virtio-disk1" "drive-virtio-disk0|drive-virtio-disk1" "$a" "$b"
 check_named_nodes "$T/dr.qmp" "$a" "$b" >/dev/null
 hmp_write "$T/dr.qmp" virtio-disk0 0xa2 "$LIVE_OFF" 1M
 hmp_write "$T/dr.qmp" virtio-disk1 0xb2 "$LIVE_OFF" 1M

@@ -147,6 +147,19 @@ static void pending_finish(struct qmp_conn *c, struct pending *p, json_object *r
 	pending_free(p);
 }
 
+/* Run every pending callback with the sticky error. Caller holds busy. */
+static void conn_fail_pending(struct qmp_conn *c)
+{
+	while (c->head != NULL) {
+		struct pending *p = c->head;
+		struct lm_error perr = c->err;
+
+		if (p->name != NULL && strcmp(p->name, "qmp_capabilities") != 0)
+			lm_error_prefix(&perr, "%s: ", p->name);
+		pending_finish(c, p, NULL, &perr);
+	}
+}
+
 static void conn_fail(struct qmp_conn *c, const struct lm_error *err)
 {
 	if (c->phase == PHASE_FAILED)
@@ -157,14 +170,7 @@ static void conn_fail(struct qmp_conn *c, const struct lm_error *err)
 	c->io_events = 0;
 	ev_timer_stop(c->loop, &c->connect_timer);
 	conn_enter(c);
-	while (c->head != NULL) {
-		struct pending *p = c->head;
-		struct lm_error perr = c->err;
-
-		if (p->name != NULL && strcmp(p->name, "qmp_capabilities") != 0)
-			lm_error_prefix(&perr, "%s: ", p->name);
-		pending_finish(c, p, NULL, &perr);
-	}
+	conn_fail_pending(c);
 	if (c->state_cb != NULL && !c->freeing)
 		c->state_cb(c, &c->err, c->state_arg);
 	conn_leave(c);
@@ -268,7 +274,8 @@ static void pending_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	lm_error_set(&e, LM_ERR_TIMEOUT, "%s: no reply from QEMU within %.0f s", p->name,
+	/* %g, not %.0f: a 0.5 s timeout must not read "within 0 s" */
+	lm_error_set(&e, LM_ERR_TIMEOUT, "%s: no reply from QEMU within %g s", p->name,
 		     p->timeout);
 	conn_enter(c);
 	pending_finish(c, p, NULL, &e);
@@ -371,8 +378,10 @@ static struct pending *conn_find(struct qmp_conn *c, int64_t id)
 {
 	struct pending *p;
 
+	/* unsent commands too: a reply to one is a protocol error, not a
+	 * late reply to be ignored (see conn_on_reply) */
 	for (p = c->head; p != NULL; p = p->next)
-		if (p->sent && p->id == id)
+		if (p->id == id)
 			return p;
 	return NULL;
 }
@@ -403,6 +412,10 @@ static void conn_on_reply(struct qmp_conn *c, struct qmp_msg *m)
 	if (p == NULL) {
 		if (id >= 1 && id < c->next_id) /* timed out earlier: a late reply */
 			return;
+		conn_failf(c, LM_ERR_PROTO, "QMP protocol error: reply with an id we never sent");
+		return;
+	}
+	if (!p->sent) { /* still queued (e.g. during negotiation): QEMU never saw it */
 		conn_failf(c, LM_ERR_PROTO, "QMP protocol error: reply with an id we never sent");
 		return;
 	}
@@ -545,7 +558,8 @@ static void conn_connect_timeout_cb(struct ev_loop *loop, ev_timer *w, int reven
 	case PHASE_GREETING: what = "waiting for the QMP greeting"; break;
 	default: what = "negotiating QMP capabilities"; break;
 	}
-	snprintf(msg, sizeof(msg), "timed out after %.0f s %s", c->opts.connect_timeout, what);
+	/* %g: a sub-second timeout must not read "after 0 s" */
+	snprintf(msg, sizeof(msg), "timed out after %g s %s", c->opts.connect_timeout, what);
 	conn_enter(c);
 	conn_failf(c, LM_ERR_TIMEOUT, msg);
 	conn_leave(c);
@@ -694,6 +708,10 @@ static void conn_really_free(struct qmp_conn *c)
 	c->busy++; /* callbacks below must not free again */
 	lm_error_set(&e, LM_ERR_EOF, "%s: connection closed", c->t->desc);
 	conn_fail(c, &e);
+	/* conn_fail() does nothing on a connection that failed already; commands
+	 * queued before a qmp_conn_start() that failed at once are still here:
+	 * they run with that failure, once, and are freed */
+	conn_fail_pending(c);
 	ev_io_stop(c->loop, &c->io);
 	ev_timer_stop(c->loop, &c->connect_timer);
 	qmp_parser_free(c->parser);

@@ -57,7 +57,8 @@ void qmp_conn_set_event_cb(struct qmp_conn *c, qmp_event_cb cb, void *arg);
 void qmp_conn_set_state_cb(struct qmp_conn *c, qmp_state_cb cb, void *arg);
 
 /* Begin connecting. 0, or -1 with err filled if the connection failed
- * already (the state callback is not called for that). */
+ * already (the state callback is not called for that; commands queued
+ * before it run with that error when the connection is freed). */
 int qmp_conn_start(struct qmp_conn *c, struct lm_error *err);
 
 /*

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,7 +138,8 @@ static void fq_fail(struct fq *fq, const char *fmt, ...)
 	va_end(ap);
 	if (fq->nfail == fq->fail_cap) {
 		fq->fail_cap = fq->fail_cap ? fq->fail_cap * 2 : 8;
-		fq->failures = fq_xrealloc(fq->failures, sizeof(*fq->failures) * (size_t)fq->fail_cap);
+		fq->failures =
+			fq_xrealloc(fq->failures, sizeof(*fq->failures) * (size_t)fq->fail_cap);
 	}
 	fq->failures[fq->nfail++] = fq_xstrdup(buf);
 	if (fq->trace)
@@ -375,7 +377,7 @@ static int fq_begin_send(struct fq *fq, struct fq_step *s)
 			json_object *cmd = fq->cmds[s->handle], *idv;
 
 			if (cmd == NULL) {
-				fq_fail(fq, "script: step %d replies to expect #%d, which has not come",
+				fq_fail(fq, "script: step %d replies to expect #%d, not come yet",
 					fq->cur + 1, s->handle);
 				return -1;
 			}
@@ -436,7 +438,8 @@ static int fq_step(struct fq *fq, struct fq_step *s)
 		for (;;) {
 			size_t n;
 
-			if (fq->broken || fq->timer_state == FQ_TIMER_RUNNING || fq->ooff < fq->olen)
+			if (fq->broken || fq->timer_state == FQ_TIMER_RUNNING ||
+			    fq->ooff < fq->olen)
 				return 0;
 			if (fq->out_off == fq->out_len) {
 				fq_end_send(fq);
@@ -563,7 +566,8 @@ static void fq_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 			break;
 		}
 		while (off < (size_t)n) {
-			json_object *obj = json_tokener_parse_ex(fq->tok, buf + off, (int)(n - off));
+			json_object *obj =
+				json_tokener_parse_ex(fq->tok, buf + off, (int)(n - off));
 			enum json_tokener_error jerr = json_tokener_get_error(fq->tok);
 
 			if (jerr == json_tokener_continue) {
@@ -618,26 +622,21 @@ static void fq_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* --- public -------------------------------------------------------------- */
 
-struct fq *fq_new(struct ev_loop *loop)
+struct fq *fq_new_on_fd(struct ev_loop *loop, int fd)
 {
 	struct fq *fq = fq_xrealloc(NULL, sizeof(*fq));
 	const char *tr = getenv("FAKEQMP_TRACE");
-	int sv[2];
-	int fl;
+	int fl = fcntl(fd, F_GETFL);
 
-	memset(fq, 0, sizeof(*fq));
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		perror("fakeqmp: socketpair");
-		abort();
-	}
-	fl = fcntl(sv[0], F_GETFL);
-	if (fl < 0 || fcntl(sv[0], F_SETFL, fl | O_NONBLOCK) < 0) {
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
 		perror("fakeqmp: fcntl");
 		abort();
 	}
+	memset(fq, 0, sizeof(*fq));
 	fq->loop = loop;
-	fq->sfd = sv[0];
-	fq->cfd = sv[1];
+	fq->sfd = fd;
+	fq->cfd = -1;
+	fq->cfd_taken = 1;
 	fq->last_send = -1;
 	fq->trace = tr != NULL && *tr != '\0' && strcmp(tr, "0") != 0;
 	fq->tok = json_tokener_new();
@@ -652,6 +651,21 @@ struct fq *fq_new(struct ev_loop *loop)
 	ev_timer_init(&fq->kick, fq_kick_cb, 0., 0.);
 	fq->kick.data = fq;
 	ev_io_start(loop, &fq->rio);
+	return fq;
+}
+
+struct fq *fq_new(struct ev_loop *loop)
+{
+	struct fq *fq;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		perror("fakeqmp: socketpair");
+		abort();
+	}
+	fq = fq_new_on_fd(loop, sv[0]);
+	fq->cfd = sv[1];
+	fq->cfd_taken = 0;
 	return fq;
 }
 
@@ -696,7 +710,7 @@ void fq_free(struct fq *fq)
 
 int fq_fd(struct fq *fq)
 {
-	fq->cfd_taken = 1;
+	fq->cfd_taken = 1; /* -1 for a fake made by fq_new_on_fd() */
 	return fq->cfd;
 }
 
@@ -779,51 +793,66 @@ void fq_event(struct fq *fq, const char *name, const char *data_json)
 	fq_event_ts(fq, name, data_json, 1700000000LL + fq->nevents, fq->nevents);
 }
 
-/* Build a data object from key/value pairs, NULL-terminated; values are
- * strings, except that a value starting with '#' is a number. */
-static void fq_event_kv(struct fq *fq, const char *event, ...)
+/* Send event name with data (taken). */
+static void fq_event_obj(struct fq *fq, const char *name, json_object *data)
 {
-	json_object *data = json_object_new_object();
-	const char *k;
-	va_list ap;
-
-	va_start(ap, event);
-	while ((k = va_arg(ap, const char *)) != NULL) {
-		const char *v = va_arg(ap, const char *);
-
-		if (v == NULL)
-			continue;
-		if (v[0] == '#')
-			json_object_object_add(data, k, json_object_new_int64(atoll(v + 1)));
-		else
-			json_object_object_add(data, k, json_object_new_string(v));
-	}
-	va_end(ap);
-	fq_event(fq, event, json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN));
+	fq_event(fq, name, json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN));
 	json_object_put(data);
+}
+
+static json_object *fq_obj_str(json_object *o, const char *key, const char *val)
+{
+	json_object_object_add(o, key, json_object_new_string(val));
+	return o;
+}
+
+static json_object *fq_obj_int(json_object *o, const char *key, int64_t val)
+{
+	json_object_object_add(o, key, json_object_new_int64(val));
+	return o;
+}
+
+/* The members BLOCK_JOB_READY and BLOCK_JOB_COMPLETED share. */
+static json_object *fq_block_job_data(const char *job_id, const char *type, int64_t offset)
+{
+	json_object *d = json_object_new_object();
+
+	fq_obj_str(d, "device", job_id);
+	fq_obj_int(d, "len", 1048576);
+	fq_obj_int(d, "offset", offset);
+	fq_obj_int(d, "speed", 0);
+	return fq_obj_str(d, "type", type);
 }
 
 void fq_job_status(struct fq *fq, const char *job_id, const char *status)
 {
-	fq_event_kv(fq, "JOB_STATUS_CHANGE", "status", status, "id", job_id, NULL);
+	json_object *d = json_object_new_object();
+
+	fq_obj_str(d, "status", status);
+	fq_event_obj(fq, "JOB_STATUS_CHANGE", fq_obj_str(d, "id", job_id));
 }
 
 void fq_block_job_ready(struct fq *fq, const char *job_id, const char *type)
 {
-	fq_event_kv(fq, "BLOCK_JOB_READY", "device", job_id, "len", "#1048576", "offset",
-		    "#1048576", "speed", "#0", "type", type, NULL);
+	fq_event_obj(fq, "BLOCK_JOB_READY", fq_block_job_data(job_id, type, 1048576));
 }
 
 void fq_block_job_pending(struct fq *fq, const char *job_id, const char *type)
 {
-	fq_event_kv(fq, "BLOCK_JOB_PENDING", "type", type, "id", job_id, NULL);
+	json_object *d = json_object_new_object();
+
+	fq_obj_str(d, "type", type);
+	fq_event_obj(fq, "BLOCK_JOB_PENDING", fq_obj_str(d, "id", job_id));
 }
 
 void fq_block_job_completed(struct fq *fq, const char *job_id, const char *type,
 			    const char *error)
 {
-	fq_event_kv(fq, "BLOCK_JOB_COMPLETED", "device", job_id, "len", "#1048576", "offset",
-		    error ? "#0" : "#1048576", "speed", "#0", "type", type, "error", error, NULL);
+	json_object *d = fq_block_job_data(job_id, type, error ? 0 : 1048576);
+
+	if (error != NULL)
+		fq_obj_str(d, "error", error);
+	fq_event_obj(fq, "BLOCK_JOB_COMPLETED", d);
 }
 
 int fq_expect(struct fq *fq, const char *name, const char *args_subset_json)
@@ -961,6 +990,11 @@ int fq_done(const struct fq *fq)
 int fq_received(const struct fq *fq)
 {
 	return fq->nreceived;
+}
+
+int fq_problems(const struct fq *fq)
+{
+	return fq->nfail + (fq->nsteps - fq->cur) + (int)(fq->qlen - fq->qhead);
 }
 
 int fq_verify(struct fq *fq)

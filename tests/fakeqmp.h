@@ -40,6 +40,15 @@
  * reported by fq_verify(). Set FAKEQMP_TRACE=1 in the environment to see the
  * traffic on stderr.
  *
+ * Recipes. Never greet: an empty script (the fake reads and says nothing).
+ * Close in the middle of a message: fq_send(fq, "{\"return\": {\"st"); fq_close(fq).
+ * One byte every 5 ms: fq_send(fq, text); fq_split(fq, 1, 0.005). A reply
+ * to an id never sent: fq_reply_return_id(fq, "999", "{}"). QEMU's
+ * id-less parse error: fq_send(fq, "{\"error\": {...}}\r\n"). Events while
+ * a command runs (as block-commit's JOB_STATUS_CHANGE created/running):
+ * fq_expect(); fq_job_status() ...; fq_reply_return(). Act on the client
+ * side at an exact point of the script: fq_call().
+ *
  * JSON arguments of the script functions are text; NULL means "none". The
  * fake copies every string it is given. Ownership: fq_new() returns an owned
  * fake, freed with fq_free() (which closes its end, and the client end too
@@ -56,6 +65,13 @@ struct fq;
 
 /* A fake on loop with a fresh socketpair. Aborts if the system refuses. */
 struct fq *fq_new(struct ev_loop *loop);
+
+/*
+ * A fake on a server-side fd the test already has (a connection accepted
+ * from a real unix or tcp listener, to test connecting). Takes fd and makes
+ * it non-blocking; fq_fd() then returns -1.
+ */
+struct fq *fq_new_on_fd(struct ev_loop *loop, int fd);
 
 /* Stop watching, close both ends still held, free the script. NULL is fine. */
 void fq_free(struct fq *fq);
@@ -169,5 +185,8 @@ int fq_received(const struct fq *fq);
  * clean run.
  */
 int fq_verify(struct fq *fq);
+
+/* The same count, printing nothing (for tests that expect problems). */
+int fq_problems(const struct fq *fq);
 
 #endif

@@ -278,6 +278,12 @@ static struct tr *sock_new_tcp(const char *target, const char *hostport, struct 
 	if (h[0] == '[' && hl > 2 && h[hl - 1] == ']') { /* [::1]:4444 */
 		h++;
 		hl -= 2;
+	} else if (h[0] == '[') {
+		/* "[::1]" without a port, "[::1]4444", "[]:1": the last colon
+		 * fell inside the brackets, which would make "1]" the port and
+		 * fail only later as a name that does not resolve */
+		lm_error_set(err, LM_ERR_USAGE, "target '%s': expected tcp:[ADDRESS]:PORT", target);
+		return NULL;
 	}
 	s = sock_alloc(&sock_tcp_ops, target, err);
 	if (s == NULL)

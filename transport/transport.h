@@ -11,7 +11,8 @@
  * session shared by several channels) calls t->wake(t->wake_arg) when it
  * has bytes for this stream; the user of the transport then reads.
  *
- * Targets: "unix:PATH", a bare path (contains '/'), "tcp:HOST:PORT".
+ * Targets: "unix:PATH", "tcp:HOST:PORT", "tcp:[ADDRESS]:PORT", and any other
+ * string without "://" taken as a unix socket path.
  */
 #ifndef LM_TRANSPORT_H
 #define LM_TRANSPORT_H
