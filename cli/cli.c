@@ -24,11 +24,15 @@ int cli_exit_code(const struct lm_error *err)
 	}
 }
 
+const char *cli_error_prefix;
+
 int cli_error(int code, const char *fmt, ...)
 {
 	va_list ap;
 
 	fputs("livemerge: ", stderr);
+	if (cli_error_prefix != NULL)
+		fputs(cli_error_prefix, stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);

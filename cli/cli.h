@@ -53,6 +53,9 @@ extern const struct cmd_entry *const cmd_table[];
 /* Map an error to its exit code: QMP/FAILED 1, USAGE 2, the rest 3. */
 int cli_exit_code(const struct lm_error *err);
 
+/* Put before every error message while set (e.g. the plan path in batch). */
+extern const char *cli_error_prefix;
+
 /* Print "livemerge: MSG" on stderr and return code. */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+extern const struct cmd_entry cmd_batch_entry;
 extern const struct cmd_entry cmd_cancel_entry;
 extern const struct cmd_entry cmd_chain_entry;
 extern const struct cmd_entry cmd_jobs_entry;
@@ -20,6 +21,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_jobs_entry,
 	&cmd_cancel_entry,
 	&cmd_recover_entry,
+	&cmd_batch_entry,
 	&cmd_qmp_entry,
 	NULL,
 };

@@ -187,11 +187,12 @@ stop_vm dr
 verify_chain_data "$a" dra 1
 verify_chain_data "$b" drb 3
 
-# ---- qemu-storage-daemon: no devices; the disks are the top nodes disk0, disk1.
+# ---- qemu-storage-daemon: no devices; the disks are named after their NBD exports
+# exp0, exp1 (stable across snapshots), and found by their top nodes disk0, disk1 too.
 a=$(mk_chain "$T/img" qsa 1 64M)
 b=$(mk_chain "$T/img" qsb 3 64M)
 start_qsd qs "$a" "$b"
-check_layout qs "$a|$b" "disk0|disk1" "|" "|" "disk0|disk1" "disk0|disk1"
+check_layout qs "$a|$b" "exp0|exp1" "|" "|" "disk0|disk1" "exp0 disk0|exp1 disk1"
 stop_vm qs
 verify_chain_data "$a" qsa 1
 verify_chain_data "$b" qsb 3

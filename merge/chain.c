@@ -407,6 +407,36 @@ fail:
 	return -1;
 }
 
+int merge_chains_name_exports(struct merge_chains *ch, json_object *exports)
+{
+	size_t i, n;
+	int k;
+
+	if (exports == NULL || !json_object_is_type(exports, json_type_array))
+		return 0;
+	n = json_object_array_length(exports);
+	for (i = 0; i < n; i++) {
+		json_object *e = json_object_array_get_idx(exports, i);
+		const char *id = jstr(e, "id"), *node = jstr(e, "node-name");
+
+		if (id == NULL || node == NULL)
+			continue;
+		for (k = 0; k < ch->ndisks; k++) {
+			struct merge_disk *d = &ch->disks[k];
+			char *nn;
+
+			if (d->qdev != NULL || d->device[0] != '\0' || d->nlayers == 0 ||
+			    d->layers[0].node_name == NULL || strcmp(d->layers[0].node_name, node) != 0)
+				continue;
+			if ((nn = strdup(id)) == NULL)
+				return -1;
+			free(d->name);
+			d->name = nn;
+		}
+	}
+	return 0;
+}
+
 void merge_chains_free(struct merge_chains *ch)
 {
 	int i, j;
@@ -453,6 +483,24 @@ struct merge_disk *merge_chains_find(const struct merge_chains *ch, const char *
 		struct merge_disk *d = &ch->disks[i];
 
 		if (d->nlayers > 0 && streq(d->layers[0].node_name, name))
+			return d;
+	}
+	return NULL;
+}
+
+struct merge_disk *merge_chains_find_files(const struct merge_chains *ch, const char *const *files,
+					   int n)
+{
+	int i, k;
+
+	for (i = 0; i < ch->ndisks; i++) {
+		struct merge_disk *d = &ch->disks[i];
+
+		if (d->nlayers != n)
+			continue;
+		for (k = 0; k < n && streq(d->layers[k].filename, files[k]); k++)
+			;
+		if (k == n)
 			return d;
 	}
 	return NULL;

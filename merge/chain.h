@@ -51,9 +51,23 @@ int merge_chains_decode(json_object *query_block, json_object *named_nodes, json
 
 void merge_chains_free(struct merge_chains *ch);
 
+/*
+ * Name the disks of a storage daemon after their exports: a disk with no
+ * device whose active node an export serves takes the export's id (stable
+ * across snapshots and commits, unlike the active node's name). exports
+ * is query-block-exports' return value (borrowed). 0 or -1 on ENOMEM.
+ */
+int merge_chains_name_exports(struct merge_chains *ch, json_object *exports);
+
 /* The disk named by the user: qdev id, qdev path, block-backend name or
  * the node name of its active layer. Borrowed; NULL if none matches. */
 struct merge_disk *merge_chains_find(const struct merge_chains *ch, const char *name);
+
+/* The disk whose chain is exactly files[0..n) (active layer first), for a
+ * disk whose name followed its active node (storage daemon) and changed
+ * with it. Borrowed; NULL if none. */
+struct merge_disk *merge_chains_find_files(const struct merge_chains *ch, const char *const *files,
+					   int n);
 
 /* The layer of disk d named by node name or filename; its index or -1. */
 int merge_disk_find_layer(const struct merge_disk *d, const char *layer);

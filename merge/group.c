@@ -112,6 +112,8 @@ struct g_call {
 static void g_step(struct merge_group *g);
 static void g_verify(struct merge_group *g);
 static void g_finish(struct merge_group *g);
+static const struct merge_disk *g_find_disk(struct merge_group *g, struct gjob *j,
+					    const struct merge_chains *ch);
 static void g_thaw(struct merge_group *g);
 static void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation);
 static void g_abort(struct merge_group *g);
@@ -359,7 +361,7 @@ static json_object *g_result_json(struct merge_group *g)
 		json_object_object_add(o, "frozen-ms", json_object_new_double(g->frozen_ms));
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
-		const struct merge_disk *d = ch && j->name ? merge_chains_find(ch, j->name) : NULL;
+		const struct merge_disk *d = ch && j->name ? g_find_disk(g, j, ch) : NULL;
 		json_object *jd = d ? merge_disk_to_json(d) : json_object_new_object();
 
 		if (d == NULL)
@@ -492,10 +494,28 @@ static int g_expected(struct merge_group *g, struct gjob *j, int changed, const 
 	return n;
 }
 
+/* j's disk in ch: by name, or (a disk named after its active node, whose
+ * name moved with it) by its chain as expected, or as before. */
+static const struct merge_disk *g_find_disk(struct merge_group *g, struct gjob *j,
+					    const struct merge_chains *ch)
+{
+	const struct merge_disk *d = merge_chains_find(ch, j->name);
+	const char *files[4096];
+	int n;
+
+	if (d != NULL || ch == g->before)
+		return d;
+	n = g_expected(g, j, 1, files, 4096);
+	if ((d = merge_chains_find_files(ch, files, n)) != NULL)
+		return d;
+	n = g_expected(g, j, 0, files, 4096);
+	return merge_chains_find_files(ch, files, n);
+}
+
 /* Check j's chain in g->after: expected (changed=1) or as before (0). */
 static int g_chain_check(struct merge_group *g, struct gjob *j, int changed, char *why, size_t len)
 {
-	const struct merge_disk *a = merge_chains_find(g->after, j->name);
+	const struct merge_disk *a = g_find_disk(g, j, g->after);
 	const char *expect[4096];
 	int n, i;
 

@@ -73,6 +73,9 @@ struct merge_journal *merge_journal_open(const char *dir, const char *target,
 		return NULL;
 	/* the file is named after the target, readable: unix:/run/vm1/qmp.sock ->
 	 * unix_run_vm1_qmp.sock.journal */
+	/* "unix:PATH" and "PATH" are the same monitor */
+	if (strncmp(target, "unix:", 5) == 0)
+		target += 5;
 	for (i = 0; target[i] && k < sizeof(name) - 16; i++) {
 		char c = target[i];
 

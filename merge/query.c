@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { Q_BLOCK, Q_NODES, Q_GRAPH, Q_COUNT };
+enum { Q_BLOCK, Q_NODES, Q_GRAPH, Q_EXPORTS, Q_COUNT };
 
 struct chains_fetch {
 	merge_chains_cb cb;
@@ -25,6 +25,11 @@ static void fetch_done(struct chains_fetch *f)
 	if (!f->failed &&
 	    merge_chains_decode(f->ret[Q_BLOCK], f->ret[Q_NODES], f->ret[Q_GRAPH], &ch, &f->err) < 0)
 		f->failed = 1;
+	if (!f->failed && merge_chains_name_exports(ch, f->ret[Q_EXPORTS]) < 0) {
+		merge_chains_free(ch);
+		lm_error_set(&f->err, LM_ERR_NOMEM, "out of memory");
+		f->failed = 1;
+	}
 	f->cb(f->failed ? NULL : ch, f->failed ? &f->err : NULL, f->arg);
 	for (i = 0; i < Q_COUNT; i++)
 		json_object_put(f->ret[i]);
@@ -35,8 +40,9 @@ static void fetch_reply(struct chains_fetch *f, int which, json_object *ret,
 			const struct lm_error *err)
 {
 	if (err != NULL) {
-		/* the graph is a debugging command that a QEMU may lack */
-		int optional = which == Q_GRAPH && err->code == LM_ERR_QMP;
+		/* the graph is a debugging command that a QEMU may lack; exports
+		 * only a QEMU that serves them */
+		int optional = (which == Q_GRAPH || which == Q_EXPORTS) && err->code == LM_ERR_QMP;
 
 		if (!optional && !f->failed) {
 			f->failed = 1;
@@ -70,6 +76,13 @@ static void fetch_graph_cb(struct qmp_conn *c, json_object *ret, const struct lm
 	fetch_reply(arg, Q_GRAPH, ret, err);
 }
 
+static void fetch_exports_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			     void *arg)
+{
+	(void)c;
+	fetch_reply(arg, Q_EXPORTS, ret, err);
+}
+
 int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct lm_error *err)
 {
 	struct chains_fetch *f = calloc(1, sizeof(*f));
@@ -96,6 +109,11 @@ int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct
 	if (!f->failed &&
 	    qmp_conn_execute(c, "x-debug-query-block-graph", NULL, -1, fetch_graph_cb, f,
 			     &f->err) == 0)
+		f->outstanding++;
+	else
+		f->failed = 1;
+	if (!f->failed &&
+	    qmp_conn_execute(c, "query-block-exports", NULL, -1, fetch_exports_cb, f, &f->err) == 0)
 		f->outstanding++;
 	else
 		f->failed = 1;

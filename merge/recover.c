@@ -254,6 +254,28 @@ static int rec_dismiss(struct rec *r, struct lm_error *err)
 	return qmp_conn_error(r->c) ? (*err = *qmp_conn_error(r->c), -1) : 0;
 }
 
+/* The journaled disk d in ch: by name, else by its chain as expected or as
+ * before (a storage daemon's disk is named after its active node). */
+static const struct merge_disk *rec_find(const struct merge_chains *ch, json_object *d)
+{
+	const char *name = rec_str(d, "disk");
+	const struct merge_disk *md = name ? merge_chains_find(ch, name) : NULL;
+	const char *files[4096];
+	const char *lists[] = { "expect", "before" };
+	size_t i, k;
+
+	for (i = 0; md == NULL && i < 2; i++) {
+		json_object *l = rec_arr(d, lists[i]);
+		size_t n = l ? json_object_array_length(l) : 0;
+
+		for (k = 0; k < n && k < 4096; k++)
+			files[k] = json_object_get_string(json_object_array_get_idx(l, k));
+		if (n > 0 && n <= 4096)
+			md = merge_chains_find_files(ch, files, (int)n);
+	}
+	return md;
+}
+
 /* 1 if d's chain is exactly the journaled list. */
 static int rec_chain_is(const struct merge_disk *d, json_object *list)
 {
@@ -404,7 +426,7 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	for (i = 0; (size_t)i < json_object_array_length(disks); i++) {
 		json_object *d = json_object_array_get_idx(disks, (size_t)i);
 		const char *name = rec_str(d, "disk");
-		const struct merge_disk *md = name ? merge_chains_find(ch, name) : NULL;
+		const struct merge_disk *md = rec_find(ch, d);
 
 		if (rec_chain_is(md, rec_arr(d, "expect"))) {
 			changed++;
@@ -425,7 +447,7 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	}
 	for (i = 0; (size_t)i < json_object_array_length(disks); i++) {
 		json_object *d = json_object_array_get_idx(disks, (size_t)i);
-		const struct merge_disk *md = merge_chains_find(ch, rec_str(d, "disk"));
+		const struct merge_disk *md = rec_find(ch, d);
 		json_object *rm = rec_arr(d, "remove"), *v;
 		size_t k;
 
