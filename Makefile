@@ -64,7 +64,7 @@ asan: check-deps
 # libFuzzer targets: `make fuzz` runs each longer, `make fuzz-check` for FUZZ_SECONDS
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRCS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS)) \
+	clang -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS)) \
 		-o $@ $< $(LIB_SRCS) $(LM_LIBS)
 
 fuzz-check: $(FUZZERS)

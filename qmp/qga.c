@@ -19,6 +19,102 @@
 
 #include "proto.h"
 
+struct qga_framer {
+	struct qmp_parser *p;
+	int syncing;       /* waiting for the sync reply */
+	int sentinel_seen; /* the 0xFF before it came */
+	int64_t sync_id;
+	struct lm_error err;
+	int failed;
+};
+
+struct qga_framer *qga_framer_new(void)
+{
+	struct qga_framer *f = calloc(1, sizeof(*f));
+
+	if (f != NULL && (f->p = qmp_parser_new(NULL)) == NULL) {
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+void qga_framer_sync(struct qga_framer *f, int64_t id)
+{
+	struct qmp_parser *np = qmp_parser_new(NULL);
+
+	/* whatever was half-read belongs to a stale reply */
+	if (np != NULL) {
+		qmp_parser_free(f->p);
+		f->p = np;
+		f->failed = 0;
+	}
+	f->syncing = 1;
+	f->sentinel_seen = 0;
+	f->sync_id = id;
+}
+
+int qga_framer_feed(struct qga_framer *f, const char *buf, size_t len, struct lm_error *err)
+{
+	if (f->failed) {
+		if (err != NULL)
+			*err = f->err;
+		return -1;
+	}
+	if (f->syncing && !f->sentinel_seen) {
+		const char *ff = memchr(buf, 0xFF, len);
+
+		if (ff == NULL)
+			return 0;
+		f->sentinel_seen = 1;
+		len -= (size_t)(ff + 1 - buf);
+		buf = ff + 1;
+	}
+	if (qmp_parser_feed(f->p, buf, len, &f->err) < 0) {
+		f->failed = 1;
+		if (err != NULL)
+			*err = f->err;
+		return -1;
+	}
+	return 0;
+}
+
+int qga_framer_next(struct qga_framer *f, struct qmp_msg **out, struct lm_error *err)
+{
+	for (;;) {
+		int r = qmp_parser_next(f->p, out, &f->err);
+
+		if (r < 0) {
+			f->failed = 1;
+			if (err != NULL)
+				*err = f->err;
+			return -1;
+		}
+		if (r == 0)
+			return 0;
+		if (!f->syncing)
+			return 1;
+		/* only our id ends the sync; anything else is stale */
+		if ((*out)->type == QMP_MSG_RETURN && json_object_is_type((*out)->ret, json_type_int) &&
+		    json_object_get_int64((*out)->ret) == f->sync_id) {
+			f->syncing = 0;
+			qmp_msg_free(*out);
+			*out = NULL;
+			return 2;
+		}
+		qmp_msg_free(*out);
+		*out = NULL;
+	}
+}
+
+void qga_framer_free(struct qga_framer *f)
+{
+	if (f == NULL)
+		return;
+	qmp_parser_free(f->p);
+	free(f);
+}
+
 enum qga_state { QGA_DISCONNECTED, QGA_CONNECTING, QGA_SYNCING, QGA_IDLE, QGA_BUSY, QGA_DEAD };
 
 struct qga_cmd {
@@ -34,8 +130,7 @@ struct qga {
 	struct tr *t;
 	double timeout;
 	enum qga_state state;
-	struct qmp_parser *parser;
-	int sentinel_seen;
+	struct qga_framer *fr;
 	int need_sync; /* a command timed out: resync before the next */
 	int64_t sync_id;
 	struct lm_error err; /* why the channel is DEAD */
@@ -151,18 +246,8 @@ static void qga_send_sync(struct qga *q)
 	n = snprintf(buf + 1, sizeof(buf) - 1,
 		     "{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%lld}}\n",
 		     (long long)q->sync_id);
-	q->sentinel_seen = 0;
 	q->state = QGA_SYNCING;
-	/* whatever was half-read belongs to a stale reply */
-	qmp_parser_free(q->parser);
-	q->parser = qmp_parser_new(NULL);
-	if (q->parser == NULL) {
-		struct lm_error e;
-
-		lm_error_set(&e, LM_ERR_NOMEM, "out of memory");
-		qga_fail(q, &e);
-		return;
-	}
+	qga_framer_sync(q->fr, q->sync_id);
 	if (qga_queue(q, buf, (size_t)n + 1) < 0) {
 		struct lm_error e;
 
@@ -218,20 +303,11 @@ static void qga_flush(struct qga *q)
 	}
 }
 
+/* A message after the sync. */
 static void qga_on_message(struct qga *q, struct qmp_msg *m)
 {
 	struct lm_error e;
 
-	if (q->state == QGA_SYNCING) {
-		/* only our id ends the sync; anything else is stale */
-		if (m->type == QMP_MSG_RETURN && json_object_is_type(m->ret, json_type_int) &&
-		    json_object_get_int64(m->ret) == q->sync_id) {
-			ev_timer_stop(q->loop, &q->timer);
-			q->state = QGA_IDLE;
-			qga_advance(q);
-		}
-		return;
-	}
 	if (q->state != QGA_BUSY)
 		return; /* nothing asked: stale */
 	ev_timer_stop(q->loop, &q->timer);
@@ -257,7 +333,6 @@ static void qga_read(struct qga *q)
 
 	for (;;) {
 		ssize_t n = tr_read(q->t, buf, sizeof(buf), &e);
-		const char *p = buf;
 		struct qmp_msg *m;
 		int r;
 
@@ -270,35 +345,28 @@ static void qga_read(struct qga *q)
 			qga_fail(q, &e);
 			return;
 		}
-		if (q->state == QGA_SYNCING && !q->sentinel_seen) {
-			const char *ff = memchr(buf, 0xFF, (size_t)n);
-
-			if (ff == NULL)
-				continue;
-			q->sentinel_seen = 1;
-			p = ff + 1;
-			n -= p - buf;
-		}
-		if (qmp_parser_feed(q->parser, p, (size_t)n, &e) < 0) {
+		if (qga_framer_feed(q->fr, buf, (size_t)n, &e) < 0) {
+			lm_error_prefix(&e, "guest agent %s: ", q->t->desc);
 			qga_fail(q, &e);
 			return;
 		}
-		while ((r = qmp_parser_next(q->parser, &m, &e)) == 1) {
-			enum qga_state before = q->state;
-
-			qga_on_message(q, m);
-			qmp_msg_free(m);
-			if (q->free_requested || q->state == QGA_DEAD ||
-			    (before == QGA_BUSY && q->state != QGA_BUSY && q->head == NULL))
-				break;
+		while ((r = qga_framer_next(q->fr, &m, &e)) > 0) {
+			if (r == 2) {
+				ev_timer_stop(q->loop, &q->timer);
+				q->state = QGA_IDLE;
+				qga_advance(q);
+			} else {
+				qga_on_message(q, m);
+				qmp_msg_free(m);
+			}
+			if (q->free_requested || q->state == QGA_DEAD)
+				return;
 		}
 		if (r < 0) {
 			lm_error_prefix(&e, "guest agent %s: ", q->t->desc);
 			qga_fail(q, &e);
 			return;
 		}
-		if (q->free_requested || q->state == QGA_DEAD)
-			return;
 	}
 }
 
@@ -408,6 +476,12 @@ struct qga *qga_new(struct ev_loop *loop, struct tr *t, double timeout)
 		tr_free(t);
 		return NULL;
 	}
+	q->fr = qga_framer_new();
+	if (q->fr == NULL) {
+		tr_free(t);
+		free(q);
+		return NULL;
+	}
 	q->loop = loop;
 	q->t = t;
 	q->timeout = timeout > 0 ? timeout : 10;
@@ -458,7 +532,7 @@ static void qga_really_free(struct qga *q)
 	lm_error_set(&e, LM_ERR_EOF, "guest agent %s: connection closed", q->t->desc);
 	while (q->head != NULL)
 		qga_finish_head(q, NULL, &e);
-	qmp_parser_free(q->parser);
+	qga_framer_free(q->fr);
 	tr_free(q->t);
 	free(q);
 }

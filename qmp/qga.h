@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "../transport/transport.h"
+#include "proto.h"
 
 struct qga;
 
@@ -38,5 +39,20 @@ const char *qga_desc(const struct qga *q);
 /* Fail what is queued ("closed") and free; NULL is fine; deferred inside
  * a callback. */
 void qga_free(struct qga *q);
+
+/*
+ * The framing alone, without I/O (what the client uses, and what the fuzzer
+ * drives). After qga_framer_sync(f, id), input up to the agent's 0xFF
+ * sentinel is dropped, then messages until {"return": id} are dropped as
+ * stale; qga_framer_next() returns 2 once for that reply, then 1 per
+ * message. 0: more bytes needed; -1: protocol error (err), sticky.
+ */
+struct qga_framer;
+
+struct qga_framer *qga_framer_new(void);
+void qga_framer_sync(struct qga_framer *f, int64_t id);
+int qga_framer_feed(struct qga_framer *f, const char *buf, size_t len, struct lm_error *err);
+int qga_framer_next(struct qga_framer *f, struct qmp_msg **out, struct lm_error *err);
+void qga_framer_free(struct qga_framer *f);
 
 #endif
