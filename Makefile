@@ -26,7 +26,7 @@ FUZZERS    := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps check check-deps unit asan fuzz fuzz-check integration demo bench install clean
+.PHONY: all deps check check-deps unit asan fuzz fuzz-check integration guest demo bench install clean
 
 all: deps
 	@$(MAKE) --no-print-directory $(BUILD)/livemerge $(BUILD)/liblivemerge.a
@@ -73,7 +73,14 @@ fuzz-check: $(FUZZERS)
 fuzz: $(FUZZERS)
 	@scripts/run-fuzz.sh $${FUZZ_SECONDS:-600} $(FUZZERS)
 
-integration: $(BUILD)/livemerge
+# the tiny test guest (kernel, busybox, qemu-ga, writer), built from Debian packages
+GUEST := $(BUILD)/guest
+$(GUEST)/initrd.img: $(wildcard integration/guest/*)
+	@integration/guest/build.sh $(GUEST)
+
+guest: $(GUEST)/initrd.img
+
+integration: $(BUILD)/livemerge $(GUEST)/initrd.img
 	@integration/run
 
 # everything, with a closing tally

@@ -611,6 +611,10 @@ static void g_delete_removed(struct merge_group *g)
 			struct lm_error e;
 			const char *f = b->layers[k].filename;
 
+			if (g_journal(g, "delete", j) < 0) {
+				g_msg(g, "%s: not deleting %s: %s", j->name, f, g->err.msg);
+				continue;
+			}
 			if (g_file_remove(g, f, &e) < 0)
 				g_msg(g, "%s: %s", j->name, e.msg);
 			else

@@ -5,7 +5,7 @@ set -eu
 what=${1:-build}
 pkgs="gcc make pkg-config libjson-c-dev libev-dev libssh2-1-dev"
 case $what in
-check) pkgs="$pkgs libcmocka-dev qemu-system-x86 qemu-utils openssh-server socat jq bc time clang libclang-rt-14-dev qemu-guest-agent" ;;
+check) pkgs="$pkgs libcmocka-dev qemu-system-x86 qemu-utils openssh-server socat jq bc time clang libclang-rt-14-dev qemu-guest-agent e2fsprogs" ;;
 demo) pkgs="$pkgs qemu-system-x86 qemu-utils" ;;
 esac
 missing=
