@@ -24,6 +24,7 @@ struct qmp_parser {
 	int in_str, esc;
 	int depth;
 	size_t msg_bytes, msg_values;
+	size_t held; /* scanned bytes at buf+off not yet given to json-c */
 
 	int failed;
 	struct lm_error err;
@@ -42,6 +43,12 @@ static int parser_fail(struct qmp_parser *p, struct lm_error *err, enum lm_err_c
 static int is_ws(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* A byte that can be part of a JSON number (holding back the e of true is harmless). */
+static int is_number_char(char c)
+{
+	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
 }
 
 /*
@@ -157,6 +164,8 @@ int qmp_parser_feed(struct qmp_parser *p, const char *buf, size_t len, struct lm
 			*err = p->err;
 		return -1;
 	}
+	if (len == 0)
+		return 0; /* nothing to add: and buf may still be NULL (p->buf + 0 is UB) */
 	if (p->off == p->len)
 		p->off = p->len = 0;
 	if (p->len + len > p->cap) {
@@ -270,6 +279,7 @@ static void message_reset(struct qmp_parser *p)
 	p->in_str = p->esc = 0;
 	p->depth = 0;
 	p->msg_bytes = p->msg_values = 0;
+	p->held = 0;
 	json_tokener_reset(p->tok);
 }
 
@@ -281,10 +291,10 @@ int qmp_parser_next(struct qmp_parser *p, struct qmp_msg **out, struct lm_error 
 			*err = p->err;
 		return -1;
 	}
-	while (p->off < p->len) {
+	while (p->off + p->held < p->len) {
 		const char *why = NULL;
 		const char *chunk;
-		size_t n, room;
+		size_t n, room, give, hold = 0;
 		long used;
 		int complete;
 		json_object *obj;
@@ -296,8 +306,8 @@ int qmp_parser_next(struct qmp_parser *p, struct qmp_msg **out, struct lm_error 
 			if (p->off == p->len)
 				break;
 		}
-		chunk = p->buf + p->off;
-		n = p->len - p->off;
+		chunk = p->buf + p->off + p->held;
+		n = p->len - p->off - p->held;
 		room = p->lim.max_bytes - p->msg_bytes;
 		if (n > room)
 			n = room + 1; /* one byte past the cap is enough to refuse */
@@ -306,10 +316,28 @@ int qmp_parser_next(struct qmp_parser *p, struct qmp_msg **out, struct lm_error 
 			return parser_fail(p, err, LM_ERR_PROTO, why);
 		if (p->msg_bytes + (size_t)used > p->lim.max_bytes)
 			return parser_fail(p, err, LM_ERR_PROTO, "message is larger than the limit");
-		obj = json_tokener_parse_ex(p->tok, chunk, (int)used);
-		jerr = json_tokener_get_error(p->tok);
-		p->off += (size_t)used;
 		p->msg_bytes += (size_t)used;
+		give = p->held + (size_t)used;
+		/*
+		 * json-c 0.16 mis-parses a number that ends exactly at the end
+		 * of one parse_ex call: given "{\"a\": 179" and then "-4}" it
+		 * returns {"a": 179} where one call with all of it fails. So
+		 * a trailing run of number bytes (outside strings) is held
+		 * back until the byte after it has arrived, and json-c always
+		 * sees a number together with what ends it.
+		 */
+		if (!complete && !p->in_str)
+			while (hold < give && is_number_char(p->buf[p->off + give - hold - 1]))
+				hold++;
+		give -= hold;
+		obj = NULL;
+		jerr = json_tokener_continue;
+		if (give > 0) {
+			obj = json_tokener_parse_ex(p->tok, p->buf + p->off, (int)give);
+			jerr = json_tokener_get_error(p->tok);
+		}
+		p->off += give;
+		p->held = hold;
 		if (!complete) {
 			if (jerr != json_tokener_continue) {
 				/*
@@ -325,7 +353,7 @@ int qmp_parser_next(struct qmp_parser *p, struct qmp_msg **out, struct lm_error 
 			}
 			continue;
 		}
-		if (obj == NULL || json_tokener_get_parse_end(p->tok) != (size_t)used) {
+		if (obj == NULL || json_tokener_get_parse_end(p->tok) != give) {
 			json_object_put(obj);
 			return parser_fail(p, err, LM_ERR_PROTO,
 					   jerr == json_tokener_success || jerr == json_tokener_continue
