@@ -407,58 +407,70 @@ fail:
 	return -1;
 }
 
+static void disk_clear(struct merge_disk *d)
+{
+	int j;
+
+	for (j = 0; j < d->nlayers; j++) {
+		free(d->layers[j].node_name);
+		free(d->layers[j].file_node);
+		free(d->layers[j].filename);
+		free(d->layers[j].format);
+		free(d->layers[j].backing_filename);
+	}
+	free(d->layers);
+	free(d->name);
+	free(d->device);
+	free(d->qdev);
+	free(d->qdev_id);
+}
+
 int merge_chains_name_exports(struct merge_chains *ch, json_object *exports)
 {
 	size_t i, n;
-	int k;
+	int k, kept;
 
 	if (exports == NULL || !json_object_is_type(exports, json_type_array))
 		return 0;
 	n = json_object_array_length(exports);
-	for (i = 0; i < n; i++) {
-		json_object *e = json_object_array_get_idx(exports, i);
-		const char *id = jstr(e, "id"), *node = jstr(e, "node-name");
+	for (k = 0, kept = 0; k < ch->ndisks; k++) {
+		struct merge_disk *d = &ch->disks[k];
+		int anonymous = d->qdev == NULL && d->device[0] == '\0', served = 0;
 
-		if (id == NULL || node == NULL)
-			continue;
-		for (k = 0; k < ch->ndisks; k++) {
-			struct merge_disk *d = &ch->disks[k];
+		for (i = 0; anonymous && i < n && !served; i++) {
+			json_object *e = json_object_array_get_idx(exports, i);
+			const char *id = jstr(e, "id"), *node = jstr(e, "node-name");
 			char *nn;
 
-			if (d->qdev != NULL || d->device[0] != '\0' || d->nlayers == 0 ||
+			if (id == NULL || node == NULL || d->nlayers == 0 ||
 			    d->layers[0].node_name == NULL || strcmp(d->layers[0].node_name, node) != 0)
 				continue;
 			if ((nn = strdup(id)) == NULL)
 				return -1;
 			free(d->name);
 			d->name = nn;
+			served = 1;
 		}
+		if (anonymous && !served) {
+			disk_clear(d);
+			continue;
+		}
+		if (kept != k)
+			ch->disks[kept] = *d;
+		kept++;
 	}
+	ch->ndisks = kept;
 	return 0;
 }
 
 void merge_chains_free(struct merge_chains *ch)
 {
-	int i, j;
+	int i;
 
 	if (ch == NULL)
 		return;
-	for (i = 0; i < ch->ndisks; i++) {
-		struct merge_disk *d = &ch->disks[i];
-
-		for (j = 0; j < d->nlayers; j++) {
-			free(d->layers[j].node_name);
-			free(d->layers[j].file_node);
-			free(d->layers[j].filename);
-			free(d->layers[j].format);
-			free(d->layers[j].backing_filename);
-		}
-		free(d->layers);
-		free(d->name);
-		free(d->device);
-		free(d->qdev);
-		free(d->qdev_id);
-	}
+	for (i = 0; i < ch->ndisks; i++)
+		disk_clear(&ch->disks[i]);
 	free(ch->disks);
 	free(ch);
 }

@@ -54,8 +54,11 @@ void merge_chains_free(struct merge_chains *ch);
 /*
  * Name the disks of a storage daemon after their exports: a disk with no
  * device whose active node an export serves takes the export's id (stable
- * across snapshots and commits, unlike the active node's name). exports
- * is query-block-exports' return value (borrowed). 0 or -1 on ENOMEM.
+ * across snapshots and commits, unlike the active node's name). Anonymous
+ * backends that no export serves are a running job's own (a commit's
+ * backend on its base, say), not disks: they are dropped. exports is
+ * query-block-exports' return value (borrowed; NULL: leave all as they
+ * are). 0 or -1 on ENOMEM.
  */
 int merge_chains_name_exports(struct merge_chains *ch, json_object *exports);
 
