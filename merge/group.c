@@ -51,6 +51,7 @@ struct gjob {
 	int adopted; /* started by an earlier run (adopt mode) */
 	int out_of_space; /* pauses for lack of space seen */
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
+	int finalize_failed; /* QEMU refused its finalize: it will not end by itself */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
 	char *error;
@@ -660,17 +661,17 @@ static void g_release_removed(struct merge_group *g)
 			if (l->node_name != NULL && l->node_name[0] != '#') {
 				if (g_send(g, xl_node_release(l->node_name), 1, j, g_released) < 0)
 					goto lost;
-				g->outstanding++;
+				g->outstanding += !g->req.dry_run; /* no reply on a dry run */
 			}
 			if (l->file_node != NULL && l->file_node[0] != '#') {
 				if (g_send(g, xl_node_release(l->file_node), 1, j, g_released) < 0)
 					goto lost;
-				g->outstanding++;
+				g->outstanding += !g->req.dry_run;
 			}
 		}
 	}
 	if (--g->outstanding == 0) {
-		if (g->req.delete_removed)
+		if (g->req.delete_removed && !g->req.dry_run)
 			g_delete_removed(g);
 		g_finish(g);
 	}
@@ -712,8 +713,8 @@ static void g_verified(struct merge_chains *ch, const struct lm_error *err, void
 	}
 	if (bad)
 		g->outcome = MERGE_UNKNOWN;
-	else if (expect_change && g->req.verb != MERGE_SNAPSHOT && !g->req.dry_run)
-		g_release_removed(g);
+	else if (expect_change && g->req.verb != MERGE_SNAPSHOT)
+		g_release_removed(g); /* dry run: announced only (test-group: test_dry_run_commit) */
 	if (g->phase != P_RELEASE)
 		g_finish(g);
 	g_unref(g);
@@ -758,7 +759,7 @@ static void g_dismiss_all(struct merge_group *g)
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
-		if (j->start != 2 || j->dismissed || j->st == XL_JOB_NULL)
+		if (j->start != 2 || j->dismissed || j->st == XL_JOB_NULL || j->finalize_failed)
 			continue;
 		if (g_send(g, xl_job_verb(XL_VERB_DISMISS, j->job_id), 1, j, g_dismissed) < 0) {
 			g_conn_lost(g, &g->err);
@@ -858,7 +859,11 @@ static void g_abort(struct merge_group *g)
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
-		if (j->start != 2 || j->cancel_sent || g_job_ended(j))
+		/* a job that is aborting or failed is ending by itself: QEMU would
+		 * refuse the cancel, and its own error must still be reported
+		 * (test-group: test_commit_one_fails) */
+		if (j->start != 2 || j->cancel_sent || g_job_ended(j) || j->st == XL_JOB_ABORTING ||
+		    j->error != NULL)
 			continue;
 		j->cancel_sent = 1;
 		if (g_send(g, xl_job_verb(XL_VERB_CANCEL, j->job_id), 1, j, g_cancelled) < 0) {
@@ -881,6 +886,7 @@ static void g_job_reply(struct merge_group *g, struct gjob *j, json_object *ret,
 			 err->msg);
 		if (g->phase == P_FINALIZE) {
 			g->outcome = MERGE_UNKNOWN;
+			j->finalize_failed = 1;
 			if (j->error == NULL)
 				j->error = strdup(err->msg);
 		} else if (g->phase != P_ABORT) {
@@ -923,7 +929,9 @@ static void g_step(struct merge_group *g)
 			all_started = 0;
 		if (j->start != 2 && j->start != -1)
 			all_ended = 0;
-		if (j->start == 2 && !g_job_ended(j))
+		/* do not wait for a job whose finalize was refused (test-group:
+		 * test_commit_finalize_error); 'recover' finalizes it */
+		if (j->start == 2 && !g_job_ended(j) && !j->finalize_failed)
 			all_ended = 0;
 		if (g_job_failed(j))
 			any_failed = 1;
@@ -987,6 +995,14 @@ static void g_step(struct merge_group *g)
 		return;
 	case P_FINALIZE:
 	case P_ABORT:
+		/* a job whose start was answered after the abort began must be
+		 * cancelled too (test-group: test_commit_start_refused_first,
+		 * test_commit_cancel_while_starting) */
+		if (g->phase == P_ABORT) {
+			g_abort(g);
+			if (g->done)
+				return;
+		}
 		if (all_started && all_ended)
 			g_cleanup(g);
 		return;

@@ -71,9 +71,8 @@ struct merge_journal *merge_journal_open(const char *dir, const char *target,
 	}
 	if (journal_mkdirs(base, err) < 0)
 		return NULL;
-	/* the file is named after the target, readable: unix:/run/vm1/qmp.sock ->
-	 * unix_run_vm1_qmp.sock.journal */
-	/* "unix:PATH" and "PATH" are the same monitor */
+	/* the file is named after the target, readable: unix:/run/vm1/qmp.sock
+	 * and /run/vm1/qmp.sock (the same monitor) -> _run_vm1_qmp.sock.journal */
 	if (strncmp(target, "unix:", 5) == 0)
 		target += 5;
 	for (i = 0; target[i] && k < sizeof(name) - 16; i++) {
@@ -103,6 +102,23 @@ struct merge_journal *merge_journal_open(const char *dir, const char *target,
 	if (merge_journal_last(j, &last, &finished, err) < 0) {
 		merge_journal_close(j);
 		return NULL;
+	}
+	/* A crash may have torn the last line; end it, or the next entry would be
+	 * glued to the fragment and lost with it (test-journal:
+	 * test_write_after_torn_line). */
+	{
+		struct stat st;
+		char c;
+
+		if (fstat(j->fd, &st) == 0 && st.st_size > 0 &&
+		    pread(j->fd, &c, 1, st.st_size - 1) == 1 && c != '\n' &&
+		    (write(j->fd, "\n", 1) != 1 || fdatasync(j->fd) < 0)) {
+			lm_error_set(err, LM_ERR_IO, "cannot write journal %s: %s", j->path,
+				     strerror(errno));
+			json_object_put(last);
+			merge_journal_close(j);
+			return NULL;
+		}
 	}
 	if (last != NULL && json_object_array_length(last) > 0) {
 		json_object *op;

@@ -61,11 +61,30 @@ int qga_framer_feed(struct qga_framer *f, const char *buf, size_t len, struct lm
 			*err = f->err;
 		return -1;
 	}
-	if (f->syncing && !f->sentinel_seen) {
+	/* Until the sync completes every 0xFF starts the dropping over: an
+	 * earlier client's unread "\xff{return: old-id}" may come before ours,
+	 * and 0xFF is no JSON (test-qga: test_framer_stale_sentinel). */
+	while (f->syncing) {
 		const char *ff = memchr(buf, 0xFF, len);
 
-		if (ff == NULL)
-			return 0;
+		if (ff == NULL) {
+			if (!f->sentinel_seen)
+				return 0;
+			break;
+		}
+		if (f->sentinel_seen) {
+			struct qmp_parser *np = qmp_parser_new(NULL);
+
+			if (np == NULL) {
+				f->failed = 1;
+				lm_error_set(&f->err, LM_ERR_NOMEM, "out of memory");
+				if (err != NULL)
+					*err = f->err;
+				return -1;
+			}
+			qmp_parser_free(f->p); /* held only stale bytes */
+			f->p = np;
+		}
 		f->sentinel_seen = 1;
 		len -= (size_t)(ff + 1 - buf);
 		buf = ff + 1;

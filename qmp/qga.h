@@ -43,9 +43,10 @@ void qga_free(struct qga *q);
 /*
  * The framing alone, without I/O (what the client uses, and what the fuzzer
  * drives). After qga_framer_sync(f, id), input up to the agent's 0xFF
- * sentinel is dropped, then messages until {"return": id} are dropped as
- * stale; qga_framer_next() returns 2 once for that reply, then 1 per
- * message. 0: more bytes needed; -1: protocol error (err), sticky.
+ * sentinel is dropped (every 0xFF before the sync completes starts that
+ * over), then messages until {"return": id} are dropped as stale;
+ * qga_framer_next() returns 2 once for that reply, then 1 per message.
+ * 0: more bytes needed; -1: protocol error (err), sticky.
  */
 struct qga_framer;
 
