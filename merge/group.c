@@ -50,6 +50,7 @@ struct gjob {
 	int start; /* 0 not sent, 1 in flight, 2 started, -1 refused */
 	int adopted; /* started by an earlier run (adopt mode) */
 	int out_of_space; /* pauses for lack of space seen */
+	int vanished;     /* left QEMU's job list without a result */
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
 	int finalize_failed; /* QEMU refused its finalize: it will not end by itself */
 	int seen; /* present in the last query-jobs */
@@ -95,6 +96,7 @@ struct merge_group {
 	ev_timer space_timer; /* resumes jobs paused for lack of space */
 	double space_since;   /* when the first pause for space came, 0: none */
 
+	int unknown; /* whatever happens next, the end is MERGE_UNKNOWN */
 	int journal_failed;
 	int journaled; /* the intent is in the journal */
 	int cancel_requested;
@@ -398,6 +400,8 @@ static void g_finish(struct merge_group *g)
 	ev_timer_stop(g->loop, &g->poll);
 	ev_timer_stop(g->loop, &g->space_timer);
 	qmp_conn_set_event_cb(g->c, NULL, NULL);
+	if (g->unknown)
+		g->outcome = MERGE_UNKNOWN;
 	if (g->outcome != MERGE_DONE && !g->have_err)
 		g_errorf(g, LM_ERR_FAILED, "%s failed", merge_verb_name(g->req.verb));
 	r.outcome = g->outcome;
@@ -707,7 +711,7 @@ static void g_verified(struct merge_chains *ch, const struct lm_error *err, void
 	for (i = 0; i < g->n; i++) {
 		if (g_chain_check(g, &g->jobs[i], expect_change, why, sizeof(why)) < 0) {
 			g_errorf(g, LM_ERR_STATE, "%s chain check failed: %s",
-				 expect_change ? "after the change," : "after the rollback,", why);
+				 expect_change ? "after the change," : "expected as before,", why);
 			bad = 1;
 		}
 	}
@@ -780,11 +784,13 @@ static void g_results_read(struct merge_group *g, struct gjob *unused, json_obje
 	int i;
 
 	(void)unused;
-	if (err != NULL) {
+	if (err != NULL && g_is_conn_error(err)) {
 		g_conn_lost(g, err);
 		return;
 	}
-	for (i = 0; xl_query_jobs_entry(ret, i, &ji) == 0; i++) {
+	if (err != NULL)
+		g_msg(g, "cannot read the jobs' results: %s", err->msg);
+	for (i = 0; err == NULL && xl_query_jobs_entry(ret, i, &ji) == 0; i++) {
 		struct gjob *j = g_job_by_id(g, ji.id);
 
 		if (j == NULL || ji.error == NULL)
@@ -1175,9 +1181,17 @@ static void g_polled(struct merge_group *g, struct gjob *unused, json_object *re
 				 "%s: job %s vanished from QEMU without a result (dismissed from "
 				 "elsewhere?)", j->name, j->job_id);
 			j->st = XL_JOB_NULL;
-			g->outcome = MERGE_UNKNOWN;
-			g->phase = P_CLEANUP;
-			g_verify(g);
+			j->vanished = 1;
+			g->unknown = 1;
+			if (g->phase < P_FINALIZE) {
+				/* before the pivot point the others must not pivot either */
+				g_abort(g);
+				g_step(g);
+			} else {
+				g->outcome = MERGE_UNKNOWN;
+				g->phase = P_CLEANUP;
+				g_verify(g);
+			}
 			return;
 		}
 	}

@@ -1388,18 +1388,27 @@ static void test_commit_job_vanishes(void **state)
 	fx->journal = merge_journal_open(fx->tmp, "/x", &err);
 	assert_non_null(fx->journal);
 	req.journal = fx->journal;
+	char jobs3[1024] = "[";
+	int h;
+
+	job_entry(jobs3, sizeof(jobs3), JB, "concluded", "Operation canceled");
+	strcat(jobs3, "]");
 	s_begin(fx, "[]");
 	s_start_both(fx);
 	fq_command(fx->fq, "query-jobs", NULL, jobs1);
 	fq_command(fx->fq, "query-jobs", NULL, jobs2);
-	s_fetch(fx, &fx->vm, NULL);
+	/* before the pivot point the other disk must not pivot either */
+	h = s_verb(fx, "job-cancel", JB);
+	fq_reply_return_to(fx->fq, h, "{}");
+	s_cancelled(fx, JB);
+	s_rollback_tail(fx, jobs3, 0, 1);
 	fx->poll = 0.02;
 	fx_start(fx, &req);
 	fx_finish(fx, 10);
 	assert_result(fx, "commit", MERGE_UNKNOWN);
 	assert_contains(fx->err.msg, "vanished");
 	assert_contains(fx->err.msg, JV);
-	assert_cmds(fx, "block-commit,block-commit");
+	assert_cmds(fx, "block-commit,block-commit,job-cancel,job-dismiss");
 	/* an unknown end stays open in the journal for 'recover' */
 	assert_int_equal(merge_journal_last(fx->journal, &entries, &finished, &err), 0);
 	assert_int_equal(finished, 0);
