@@ -72,10 +72,12 @@ int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err)
 	if (ctx->target == NULL)
 		return lm_error_set(err, LM_ERR_USAGE, "no monitor given: use -c TARGET (unix:PATH, "
 						      "tcp:HOST:PORT) or set LIVEMERGE_CONNECT");
-	t = tr_new(ctx->target, err);
+	t = cli_transport(ctx, ctx->target, err);
 	if (t == NULL)
 		return -1;
 	opts.connect_timeout = ctx->timeout;
+	if (strncmp(ctx->target, "ssh://", 6) == 0) /* the SSH setup has its own limit */
+		opts.connect_timeout += ctx->ssh_timeout > 0 ? ctx->ssh_timeout : 15;
 	ctx->conn = qmp_conn_new(ctx->loop, t, &opts);
 	if (ctx->conn == NULL)
 		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
@@ -95,6 +97,20 @@ int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err)
 		return -1;
 	}
 	return 0;
+}
+
+struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err)
+{
+	struct tr_opts o = {
+		.loop = ctx->loop,
+		.identities = ctx->identities,
+		.nidentities = ctx->nidentities,
+		.known_hosts = ctx->known_hosts,
+		.accept_new_hostkey = ctx->accept_new_hostkey,
+		.timeout = ctx->ssh_timeout,
+	};
+
+	return tr_new_ex(target, &o, err);
 }
 
 int cli_connect(struct cli_ctx *ctx)
@@ -150,7 +166,8 @@ void cli_verb_usage(FILE *f, const struct cmd_entry *cmd)
 	fprintf(f, "usage: livemerge [-c TARGET] [--json] %s %s\n", cmd->name, cmd->args_usage);
 }
 
-enum { OPT_JSON = 1000, OPT_TIMEOUT, OPT_DRYRUN, OPT_DEBUG, OPT_HELP, OPT_JOURNAL };
+enum { OPT_JSON = 1000, OPT_TIMEOUT, OPT_DRYRUN, OPT_DEBUG, OPT_HELP, OPT_JOURNAL,
+       OPT_KNOWN_HOSTS, OPT_ACCEPT_NEW, OPT_SSH_TIMEOUT };
 
 static const struct option common_opts[] = {
 	{ "connect", required_argument, NULL, 'c' },
@@ -160,6 +177,10 @@ static const struct option common_opts[] = {
 	{ "debug", no_argument, NULL, OPT_DEBUG },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "journal", required_argument, NULL, OPT_JOURNAL },
+	{ "identity", required_argument, NULL, 'i' },
+	{ "known-hosts", required_argument, NULL, OPT_KNOWN_HOSTS },
+	{ "accept-new-host-key", no_argument, NULL, OPT_ACCEPT_NEW },
+	{ "ssh-timeout", required_argument, NULL, OPT_SSH_TIMEOUT },
 };
 
 int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, char **argv,
@@ -177,7 +198,7 @@ int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, c
 	for (i = 0; i < sizeof(common_opts) / sizeof(common_opts[0]); i++)
 		all[n++] = common_opts[i];
 	memset(&all[n], 0, sizeof(all[n]));
-	snprintf(so, sizeof(so), "c:h%s", shortopts ? shortopts : "");
+	snprintf(so, sizeof(so), "c:hi:%s", shortopts ? shortopts : "");
 	optind = 1;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, so, all, NULL)) != -1) {
@@ -190,6 +211,24 @@ int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, c
 		case OPT_DRYRUN: ctx->dry_run = 1; break;
 		case OPT_DEBUG: ctx->trace = stderr; break;
 		case OPT_JOURNAL: ctx->journal_dir = optarg; break;
+		case 'i':
+			for (r = 0; r < ctx->nidentities && strcmp(ctx->identities[r], optarg); r++)
+				;
+			if (r < ctx->nidentities)
+				break; /* parsed before (global options reach the verb too) */
+			if (ctx->nidentities == (int)(sizeof(ctx->identities) / sizeof(ctx->identities[0])))
+				return cli_error(EXIT_USAGE, "-i: at most %d identity files",
+						 ctx->nidentities);
+			ctx->identities[ctx->nidentities++] = optarg;
+			break;
+		case OPT_KNOWN_HOSTS: ctx->known_hosts = optarg; break;
+		case OPT_ACCEPT_NEW: ctx->accept_new_hostkey = 1; break;
+		case OPT_SSH_TIMEOUT:
+			ctx->ssh_timeout = strtod(optarg, &end);
+			if (*end != '\0' || ctx->ssh_timeout <= 0)
+				return cli_error(EXIT_USAGE, "--ssh-timeout: '%s' is not a positive number",
+						 optarg);
+			break;
 		case OPT_TIMEOUT:
 			ctx->timeout = strtod(optarg, &end);
 			if (*end != '\0' || ctx->timeout <= 0)

@@ -36,6 +36,12 @@ struct cli_ctx {
 	FILE *trace;    /* --debug */
 	const char *journal_dir; /* --journal, NULL: the default */
 	struct qmp_conn *conn;
+	/* ssh:// targets (transport/transport.h, struct tr_opts) */
+	const char *identities[16]; /* -i FILE, in order */
+	int nidentities;
+	const char *known_hosts; /* --known-hosts, NULL: ~/.ssh/known_hosts */
+	int accept_new_hostkey;  /* --accept-new-host-key */
+	double ssh_timeout;      /* --ssh-timeout, 0: the transport's default */
 };
 
 struct cmd_entry {
@@ -68,6 +74,10 @@ int cli_connect(struct cli_ctx *ctx);
 
 /* The same, quiet: 0 or -1 with err. */
 int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
+
+/* A transport for target (monitor or guest agent) with ctx's ssh options:
+ * tr_new_ex on ctx->loop. NULL with err on failure. */
+struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err);
 
 /* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,

@@ -59,7 +59,7 @@ static struct qga *cli_recover_qga(const char *target, void *arg)
 {
 	struct cli_ctx *ctx = arg;
 	struct lm_error err;
-	struct tr *t = tr_new(target, &err);
+	struct tr *t = cli_transport(ctx, target, &err);
 
 	if (t == NULL) {
 		cli_recover_msg(err.msg, ctx);

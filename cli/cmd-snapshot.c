@@ -43,7 +43,7 @@ static int cmd_snapshot_exec(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	if (cr.quiesce != NULL) {
 		struct lm_error err;
-		struct tr *t = tr_new(cr.quiesce, &err);
+		struct tr *t = cli_transport(ctx, cr.quiesce, &err);
 
 		if (t == NULL) {
 			cli_request_free(&cr);

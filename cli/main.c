@@ -24,14 +24,20 @@ static void main_usage(FILE *f)
 	for (i = 0; cmd_table[i] != NULL; i++)
 		fprintf(f, "  %-10s %s\n", cmd_table[i]->name, cmd_table[i]->summary);
 	fputs("\nOptions:\n"
-	      "  -c, --connect TARGET  the QMP monitor: unix:PATH, a socket path, or\n"
-	      "                        tcp:HOST:PORT (default: $LIVEMERGE_CONNECT)\n"
+	      "  -c, --connect TARGET  the QMP monitor: unix:PATH, a socket path,\n"
+	      "                        tcp:HOST:PORT or ssh://[USER@]HOST[:PORT]/PATH\n"
+	      "                        (default: $LIVEMERGE_CONNECT)\n"
 	      "  --json                machine-readable output, one JSON object a line\n"
 	      "  --timeout SECS        connect and per-command timeout (default 30)\n"
 	      "  --dry-run             print what would be sent, send nothing that changes state\n"
 	      "  --debug               print every QMP message to stderr\n"
 	      "  --journal DIR         where the per-VM journals live (default:\n"
 	      "                        $XDG_STATE_HOME/livemerge or ~/.local/state/livemerge)\n"
+	      "  -i, --identity FILE   ssh: a private key to try after ssh-agent (repeatable)\n"
+	      "  --known-hosts FILE    ssh: host keys (default ~/.ssh/known_hosts)\n"
+	      "  --accept-new-host-key ssh: add an unknown host's key (a changed one: never)\n"
+	      "  --ssh-timeout SECS    ssh: limit for connecting, authenticating and opening\n"
+	      "                        the channel (default 15)\n"
 	      "\nExit codes:\n"
 	      "  0 success\n"
 	      "  1 the operation failed (QEMU refused or a job failed); nothing changed\n"
@@ -65,13 +71,17 @@ int main(int argc, char **argv)
 			return EXIT_OK;
 		}
 		if (strcmp(a, "-c") == 0 || strcmp(a, "--connect") == 0 || strcmp(a, "--timeout") == 0 ||
-		    strcmp(a, "--journal") == 0) {
+		    strcmp(a, "--journal") == 0 || strcmp(a, "-i") == 0 ||
+		    strcmp(a, "--identity") == 0 || strcmp(a, "--known-hosts") == 0 ||
+		    strcmp(a, "--ssh-timeout") == 0) {
 			if (++i == argc)
 				return cli_error(EXIT_USAGE, "option %s needs an argument", a);
 			continue;
 		}
 		if (strncmp(a, "--connect=", 10) == 0 || strncmp(a, "--timeout=", 10) == 0 ||
-		    strncmp(a, "--journal=", 10) == 0 ||
+		    strncmp(a, "--journal=", 10) == 0 || strncmp(a, "--identity=", 11) == 0 ||
+		    strncmp(a, "--known-hosts=", 14) == 0 || strncmp(a, "--ssh-timeout=", 14) == 0 ||
+		    strcmp(a, "--accept-new-host-key") == 0 || (a[1] == 'i' && a[2] != '\0') ||
 		    (a[1] == 'c' && a[2] != '\0') || strcmp(a, "--json") == 0 ||
 		    strcmp(a, "--dry-run") == 0 || strcmp(a, "--debug") == 0)
 			continue;

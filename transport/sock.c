@@ -306,8 +306,11 @@ struct tr *tr_new(const char *target, struct lm_error *err)
 		return sock_new_tcp(target, target + 4, err);
 	if (*target != '\0' && strstr(target, "://") == NULL)
 		return sock_new_unix(target, target, err);
+	if (strncmp(target, "ssh://", 6) == 0)
+		return tr_new_ex(target, NULL, err); /* explains that it needs a loop */
 	lm_error_set(err, LM_ERR_USAGE,
-		     "target '%s': expected unix:PATH, a socket path, or tcp:HOST:PORT", target);
+		     "target '%s': expected unix:PATH, a socket path, tcp:HOST:PORT or "
+		     "ssh://[USER@]HOST[:PORT]/PATH", target);
 	return NULL;
 }
 

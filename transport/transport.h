@@ -9,10 +9,17 @@
  *
  * A transport that can hold received bytes the fd does not show (an SSH
  * session shared by several channels) calls t->wake(t->wake_arg) when it
- * has bytes for this stream; the user of the transport then reads.
+ * has bytes for this stream; the user of the transport then reads. wake
+ * must not call back into the transport (qmp/conn's feeds its ev_io). A
+ * transport whose user set no wake gets its fd's watchers run instead.
  *
- * Targets: "unix:PATH", "tcp:HOST:PORT", "tcp:[ADDRESS]:PORT", and any other
- * string without "://" taken as a unix socket path.
+ * Targets: "unix:PATH", "tcp:HOST:PORT", "tcp:[ADDRESS]:PORT", any other
+ * string without "://" taken as a unix socket path, and (tr_new_ex only)
+ * "ssh://[USER@]HOST[:PORT]/PATH": the unix socket PATH on HOST, reached
+ * through sshd (transport/ssh.c). All ssh:// transports of one loop to the
+ * same USER, HOST and PORT share one SSH session (the first one's options
+ * hold for it); each is its own channel. The registry of sessions is not
+ * locked: use ssh:// transports from one thread.
  */
 #ifndef LM_TRANSPORT_H
 #define LM_TRANSPORT_H
@@ -55,6 +62,39 @@ struct tr {
  * a target that cannot be understood).
  */
 struct tr *tr_new(const char *target, struct lm_error *err);
+
+/* Options of tr_new_ex; all but loop matter only to ssh:// targets. */
+struct ev_loop;
+struct tr_opts {
+	struct ev_loop *loop;              /* required for ssh:// */
+	const char *const *identities;     /* private key files to try, in order, */
+	int nidentities;                   /*   before ~/.ssh/id_{ed25519,ecdsa,rsa} */
+	const char *known_hosts;           /* NULL: ~/.ssh/known_hosts */
+	int accept_new_hostkey;            /* add an unknown host's key (never a changed one) */
+	double timeout;                    /* s for TCP connect, SSH setup, channel open; 0: 15 */
+};
+
+/*
+ * tr_new with options (copied; opts may be NULL for unix and tcp). For
+ * ssh:// nothing touches the network before the first tr_connect. Failures
+ * of an ssh:// transport use LM_ERR_HOSTKEY (unknown or changed host key),
+ * LM_ERR_AUTH (no key accepted), LM_ERR_TIMEOUT, LM_ERR_IO and LM_ERR_EOF,
+ * each with one line that names the target and what to do.
+ */
+struct tr *tr_new_ex(const char *target, const struct tr_opts *opts, struct lm_error *err);
+
+/* An ssh:// target taken apart (user NULL when not given; port 22 then). */
+struct tr_ssh_target {
+	char *user;
+	char *host; /* without the brackets of an IPv6 address */
+	int port;
+	char *path; /* absolute */
+};
+
+/* Parse target into *out (owned strings: tr_ssh_target_clear). 0, or -1
+ * with err (USAGE for a malformed target, with out cleared). */
+int tr_ssh_target_parse(const char *target, struct tr_ssh_target *out, struct lm_error *err);
+void tr_ssh_target_clear(struct tr_ssh_target *tg);
 
 /* A transport over an fd already connected (tests, socketpair). Takes fd. */
 struct tr *tr_new_fd(int fd, const char *desc, struct lm_error *err);
