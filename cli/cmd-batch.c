@@ -46,6 +46,9 @@ struct batch_plan {
 	int parallel;
 	double timeout;
 	const char *journal;
+	const char *known_hosts;
+	const char *identities[16];
+	int nidentities;
 	json_object *root;
 };
 
@@ -142,21 +145,27 @@ static int batch_load(struct cli_ctx *ctx, const char *file, struct batch_plan *
 				return batch_bad("$.defaults.journal", "not a string");
 			p->journal = json_object_get_string(v);
 		}
-		if (json_object_object_get_ex(defaults, "known-hosts", &v) &&
-		    !json_object_is_type(v, json_type_string))
-			return batch_bad("$.defaults.known-hosts", "not a string");
+		if (json_object_object_get_ex(defaults, "known-hosts", &v)) {
+			if (!json_object_is_type(v, json_type_string))
+				return batch_bad("$.defaults.known-hosts", "not a string");
+			p->known_hosts = json_object_get_string(v);
+		}
 		if (json_object_object_get_ex(defaults, "identity", &v)) {
 			size_t k;
 
 			if (!json_object_is_type(v, json_type_array))
 				return batch_bad("$.defaults.identity", "not an array");
-			for (k = 0; k < json_object_array_length(v); k++)
-				if (!json_object_is_type(json_object_array_get_idx(v, k), json_type_string)) {
-					char path[64];
+			for (k = 0; k < json_object_array_length(v); k++) {
+				json_object *id = json_object_array_get_idx(v, k);
+				char path[64];
 
-					snprintf(path, sizeof(path), "$.defaults.identity[%zu]", k);
+				snprintf(path, sizeof(path), "$.defaults.identity[%zu]", k);
+				if (!json_object_is_type(id, json_type_string))
 					return batch_bad(path, "not a string");
-				}
+				if (p->nidentities == 16)
+					return batch_bad(path, "more than 16 identities");
+				p->identities[p->nidentities++] = json_object_get_string(id);
+			}
 		}
 	}
 	if (!json_object_object_get_ex(p->root, "vms", &vms) ||
@@ -353,6 +362,21 @@ static int cmd_batch_exec(struct cli_ctx *ctx, int argc, char **argv)
 	bo.timeout = plan.timeout ? plan.timeout : ctx->timeout;
 	bo.journal_dir = ctx->journal_dir ? ctx->journal_dir : plan.journal;
 	bo.dry_run = ctx->dry_run;
+	{
+		/* the command line's ssh options first, then the plan's defaults */
+		static struct tr_opts to;
+		int k;
+
+		to.identities = ctx->identities;
+		to.nidentities = ctx->nidentities;
+		for (k = 0; k < plan.nidentities && ctx->nidentities < 16; k++)
+			ctx->identities[ctx->nidentities++] = plan.identities[k];
+		to.nidentities = ctx->nidentities;
+		to.known_hosts = ctx->known_hosts ? ctx->known_hosts : plan.known_hosts;
+		to.accept_new_hostkey = ctx->accept_new_hostkey;
+		to.timeout = ctx->ssh_timeout;
+		bo.tr = &to;
+	}
 	br.t0 = ev_time();
 	b = merge_batch_start(ctx->loop, plan.vms, plan.n, &bo, &cbs, &br, &err);
 	if (b == NULL) {

@@ -36,6 +36,19 @@ struct merge_batch {
 
 static void batch_fill(struct merge_batch *b);
 
+/* A transport for target; VMs on one ssh host share its session. */
+static struct tr *batch_transport(struct merge_batch *b, const char *target, struct lm_error *err)
+{
+	struct tr_opts o = { 0 };
+
+	if (b->o.tr != NULL)
+		o = *b->o.tr;
+	o.loop = b->loop;
+	if (o.timeout <= 0)
+		o.timeout = b->o.timeout;
+	return tr_new_ex(target, &o, err);
+}
+
 static void bvm_release(struct bvm *v)
 {
 	merge_group_free(v->g);
@@ -152,7 +165,7 @@ static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 		v->req.journal = v->journal;
 	}
 	if (vm->qga != NULL && v->req.verb == MERGE_SNAPSHOT) {
-		struct tr *t = tr_new(vm->qga, &e);
+		struct tr *t = batch_transport(b, vm->qga, &e);
 
 		if (t == NULL || (v->qga = qga_new(b->loop, t, b->o.timeout)) == NULL) {
 			if (t != NULL)
@@ -180,7 +193,7 @@ static void bvm_start(struct bvm *v)
 	v->started = ev_now(b->loop);
 	v->req = *vm->req;
 	v->req.dry_run = v->req.dry_run || b->o.dry_run;
-	t = tr_new(vm->target, &e);
+	t = batch_transport(b, vm->target, &e);
 	if (t == NULL) {
 		bvm_fail(v, MERGE_BAD_REQUEST, &e);
 		return;

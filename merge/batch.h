@@ -28,6 +28,9 @@ struct merge_batch_opts {
 	double timeout;          /* connect and per-command, s (0: 30) */
 	const char *journal_dir; /* NULL: the default; "" : no journal */
 	int dry_run;
+	/* how transports are made (ssh: keys, known_hosts); its loop is
+	 * ignored: the batch's is used. NULL: defaults */
+	const struct tr_opts *tr;
 };
 
 struct merge_batch_callbacks {

@@ -50,6 +50,7 @@ struct gjob {
 	int start; /* 0 not sent, 1 in flight, 2 started, -1 refused */
 	int adopted; /* started by an earlier run (adopt mode) */
 	int out_of_space; /* pauses for lack of space seen */
+	const char *space_op; /* "read" or "write" */
 	int vanished;     /* left QEMU's job list without a result */
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
 	int finalize_failed; /* QEMU refused its finalize: it will not end by itself */
@@ -88,6 +89,7 @@ struct merge_group {
 	int frozen;          /* freeze answered, thaw not yet */
 	int thaw_sent;
 	int thaw_answered;
+	int quiesce_lost; /* the watchdog thawed before the transaction answered */
 	int transaction_out; /* the snapshot transaction is in flight */
 	double frozen_at;
 	double frozen_ms; /* how long the guest was frozen, -1 if it was not */
@@ -362,6 +364,9 @@ static json_object *g_result_json(struct merge_group *g)
 		json_object_object_add(o, "dry-run", json_object_new_boolean(1));
 	if (g->frozen_ms >= 0)
 		json_object_object_add(o, "frozen-ms", json_object_new_double(g->frozen_ms));
+	if (g->req.verb == MERGE_SNAPSHOT && g->req.quiesce != NULL)
+		json_object_object_add(o, "quiesced",
+				       json_object_new_boolean(g->frozen_ms >= 0 && !g->quiesce_lost));
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 		const struct merge_disk *d = ch && j->name ? g_find_disk(g, j, ch) : NULL;
@@ -959,7 +964,9 @@ static void g_step(struct merge_group *g)
 		}
 		if (g->phase == P_RUN && all_started && all_ready) {
 			g->phase = P_COMPLETE;
-			g_msg(g, "every job is ready: completing them");
+			for (i = 0; i < g->n && !(g->jobs[i].active && g->jobs[i].st == XL_JOB_READY); i++)
+				;
+			g_msg(g, i < g->n ? "every job is ready: completing them" : "every job is ready");
 			for (i = 0; i < g->n; i++) {
 				struct gjob *j = &g->jobs[i];
 
@@ -1067,32 +1074,67 @@ static void g_space_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* A job paused because its target ran out of space (on-error=enospc). */
-static void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation)
+/* Report a job paused for lack of space, with how far it got, and cancel
+ * everything or wait for space. */
+static void g_space_report(struct merge_group *g, struct gjob *j)
 {
-	char done[64] = "";
+	char done[96] = "";
 
-	if (j->out_of_space++ > 0 && g->req.wait_for_space <= 0)
-		return; /* one report per job: parallel writes fail together */
 	if (j->len > 0)
-		snprintf(done, sizeof(done), " after %lld of %lld bytes",
-			 (long long)(j->offset > 0 ? j->offset : 0), (long long)j->len);
+		snprintf(done, sizeof(done), " after %lld of %lld bytes (%.0f%%)",
+			 (long long)(j->offset > 0 ? j->offset : 0), (long long)j->len,
+			 100.0 * (double)(j->offset > 0 ? j->offset : 0) / (double)j->len);
 	if (g->req.wait_for_space <= 0) {
 		g_errorf(g, LM_ERR_FAILED,
 			 "%s: no space left on device (%s)%s: cancelling every job, nothing changes; "
 			 "free space where the %s's target layer lives and run again, or use "
-			 "--wait-for-space SECS", j->name, operation ? operation : "write", done,
+			 "--wait-for-space SECS", j->name, j->space_op, done,
 			 merge_verb_name(g->req.verb));
 		g_abort(g);
+		g_step(g);
 		return;
 	}
 	if (g->space_since == 0) {
 		g->space_since = ev_now(g->loop);
 		g_msg(g, "%s: no space left on device (%s)%s: the job is paused; free space where "
 			 "its target layer lives: it resumes by itself (waiting up to %.0f s)",
-		      j->name, operation ? operation : "write", done, g->req.wait_for_space);
+		      j->name, j->space_op, done, g->req.wait_for_space);
 		ev_timer_set(&g->space_timer, 2., 2.);
 		ev_timer_start(g->loop, &g->space_timer);
 	}
+}
+
+/* The job's progress, read right after it paused, for the report. */
+static void g_space_progress(struct merge_group *g, struct gjob *j, json_object *ret,
+			     const struct lm_error *err)
+{
+	struct xl_job_info ji;
+	int i;
+
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	for (i = 0; err == NULL && xl_query_jobs_entry(ret, i, &ji) == 0; i++) {
+		if (strcmp(ji.id, j->job_id) != 0)
+			continue;
+		if (ji.offset >= 0)
+			j->offset = ji.offset;
+		if (ji.len >= 0)
+			j->len = ji.len;
+	}
+	if (g->phase < P_FINALIZE)
+		g_space_report(g, j);
+}
+
+/* A job paused because its target ran out of space (on-error=enospc). */
+static void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation)
+{
+	if (j->out_of_space++ > 0)
+		return; /* one report per job: parallel writes fail together */
+	j->space_op = operation != NULL && strcmp(operation, "read") == 0 ? "read" : "write";
+	if (g_send(g, xl_query_jobs(), 0, j, g_space_progress) < 0)
+		g_conn_lost(g, &g->err);
 }
 
 static void g_event_cb(struct qmp_conn *c, const struct qmp_msg *ev, void *arg)
@@ -1342,6 +1384,7 @@ static void g_freeze_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		return;
 	g_msg(g, "the snapshot takes longer than %.0f s: thawing the guest now (the snapshot "
 		 "will not be quiesced)", g->req.freeze_limit);
+	g->quiesce_lost = g->transaction_out;
 	g_thaw(g);
 }
 

@@ -1903,6 +1903,12 @@ static void s_enospc(struct fixture *fx, const char *job)
 		 "{\"device\": \"%s\", \"operation\": \"write\", \"action\": \"stop\"}", job);
 	fq_event(fx->fq, "BLOCK_JOB_ERROR", data);
 	fq_job_status(fx->fq, job, "paused");
+	/* the engine reads how far the job got, for its report */
+	snprintf(data, sizeof(data),
+		 "[{\"current-progress\": 524288, \"status\": \"paused\", \"total-progress\": "
+		 "1048576, \"type\": \"commit\", \"id\": \"%s\"}]",
+		 job);
+	fq_command(fx->fq, "query-jobs", NULL, data);
 }
 
 static void test_enospc_cancels_all(void **state)
@@ -1959,6 +1965,7 @@ static void test_enospc_wait_resumes(void **state)
 			"job-finalize,job-finalize,job-dismiss,job-dismiss,"
 			"blockdev-del,blockdev-del,blockdev-del,blockdev-del");
 	assert_msg(fx, "it resumes by itself");
+	assert_msg(fx, "after 524288 of 1048576 bytes (50%)");
 	assert_statuses(fx, "vda", JV,
 			"created,running,paused,running,ready,waiting,pending,concluded,null");
 }
