@@ -1,0 +1,302 @@
+# shellcheck shell=bash
+# integration/lib-fault.sh: helpers for the fault-injection and quiesce tests
+# (test-fault-*.sh, test-quiesce.sh). Source it after lib.sh and guest/run-guest.sh.
+#
+#   fault_setup              it_setup + guest build + $T/img, journals in $FJ ($T/j), figures
+#   fault_on_exit CMD        run CMD (eval'ed) when the test ends, before lib.sh's cleanup
+#   flm ARGS...              livemerge -c $FLM_TARGET --journal $FJ --json ARGS (FLM_CRASH=STEP:
+#                            with LIVEMERGE_CRASH_AT=STEP); stdout $T/flm.out, stderr
+#                            $T/flm.err, exit status FLM_RC
+#   flm_expect RC ARGS...    flm, fail unless it exits RC
+#   flm_kill_on GLOB ARGS... flm in the background; SIGKILL it the moment a stdout line matches
+#                            GLOB (FLM_KILLED=1 if it was still running then)
+#   flm_bg / flm_bg_wait     flm in the background / wait for it
+#   flm_wait_line GLOB SECS  wait until a line of the background run's stdout matches GLOB
+#   fault_chains [DISK...]   {"vda":[files, active first],...} from livemerge --json chain
+#   fault_jobs               QEMU's query-jobs (direct, not through livemerge)
+#   fault_fsfreeze NAME      the guest's guest-fsfreeze-status
+#   fault_journal            the journal file of $FLM_TARGET
+#   fault_journal_steps      the steps of the journal's last operation, space separated
+#   fault_check_live NAME DISK...     checker on each disk, live (counted in the figures)
+#   fault_check_offline NAME DISK FILE  checker offline through FILE's chain
+#   fault_figures            the figures line (faults, steps, checks, acknowledged writes)
+#
+# QEMU's QMP socket takes one client at a time: nothing here talks to $T/NAME.qmp directly
+# while a livemerge run holds it (a second client would wait for the first to leave).
+
+# shellcheck disable=SC2034 # FLM_* results are read by the tests that source this
+FJ=
+FLM_TARGET=
+FLM_RC=0
+FLM_KILLED=0
+FAULT_UNDO=()
+FAULT_N=0
+FAULT_STEPS=()
+FAULT_CHECKS=0
+FAULT_ACKED=0
+declare -gA FAULT_LAST_ACK=()
+
+fault_setup() {
+	it_setup
+	it_require_lm
+	guest_build
+	mkdir -p "$T/img" "$T/j"
+	FJ=$T/j
+	# Undo actions (umount, ...) run before lib.sh's cleanup kills the processes and
+	# removes $T; lib.sh's trap then runs with the exit status it would have seen.
+	local old
+	old=$(trap -p EXIT)
+	old=${old#"trap -- '"}
+	old=${old%"' EXIT"}
+	[[ -n $old ]] || it_fail "fault_setup: lib.sh's it_setup installed no EXIT trap"
+	# set +e first: under errexit, "(exit 1)" would end the trap before lib.sh's cleanup runs
+	# shellcheck disable=SC2064,SC2154 # expand $old now; fault__rc is set by the trap itself
+	trap "fault__rc=\$?; set +e; fault__undo; (exit \$fault__rc); $old" EXIT
+}
+
+fault__undo() {
+	local c
+	for c in "${FAULT_UNDO[@]}"; do
+		eval "$c" >/dev/null 2>&1 || true
+	done
+	FAULT_UNDO=()
+}
+
+fault_on_exit() {
+	FAULT_UNDO+=("$1")
+}
+
+# fault_injected WHAT: count one injected fault, covering step WHAT.
+fault_injected() {
+	FAULT_N=$((FAULT_N + 1))
+	FAULT_STEPS+=("$1")
+}
+
+# ---------------------------------------------------------------- running livemerge
+
+flm__report() {
+	echo "[$FLM_CMD] exit $FLM_RC; stderr: $(head -c 600 "$T/flm.err" | tr '\n' ' '); stdout tail: $(tail -n 3 "$T/flm.out" | cut -c 1-300 | tr '\n' ' ')"
+}
+
+flm() {
+	local -a env=()
+	[[ -z ${FLM_CRASH:-} ]] || env=(LIVEMERGE_CRASH_AT="$FLM_CRASH")
+	FLM_RC=0
+	FLM_CMD="${FLM_CRASH:+LIVEMERGE_CRASH_AT=$FLM_CRASH }livemerge -c $FLM_TARGET --json $*"
+	it_log "\$ $FLM_CMD"
+	# (the braces keep bash's "Killed" notice of a crash point out of the log)
+	{ timeout -k 5 "${FLM_TIMEOUT:-90}" env "${env[@]}" "$LM" -c "$FLM_TARGET" --journal "$FJ" --json "$@" \
+		>"$T/flm.out" 2>"$T/flm.err" </dev/null; } 2>/dev/null || FLM_RC=$?
+	[[ ! -s $T/flm.err ]] || sed 's/^/    stderr: /' "$T/flm.err" | head -n 10 >&2
+}
+
+flm_expect() {
+	local want=$1
+	shift
+	flm "$@"
+	((FLM_RC == want)) || it_fail "expected exit $want: $(flm__report)"
+}
+
+# flm_messages: the "message" lines of the last run, one per line.
+flm_messages() {
+	jq -rR 'fromjson? | select(.type == "message") | .message' "$T/flm.out"
+}
+
+# flm_result: the result line of the last run (compact JSON; empty if there is none).
+flm_result() {
+	jq -cR 'fromjson? | select(.type == "result")' "$T/flm.out" | tail -n 1
+}
+
+# flm_kill_on GLOB ARGS...: see the top. Its stdout is read line by line through a FIFO, so
+# the SIGKILL follows the matching line within a millisecond or so. FLM_RC is 137 when the
+# kill hit it; FLM_KILLED=0 if livemerge had ended by itself.
+flm_kill_on() {
+	local glob=$1 fifo=$T/flm.fifo pid line hit=0 rc
+	shift
+	FLM_RC=0
+	FLM_KILLED=0
+	FLM_CMD="livemerge -c $FLM_TARGET --json $* (SIGKILL on a line like $glob)"
+	it_log "\$ $FLM_CMD"
+	rm -f "$fifo"
+	mkfifo "$fifo"
+	(exec "$LM" -c "$FLM_TARGET" --journal "$FJ" --json "$@" >"$fifo" 2>"$T/flm.err" </dev/null) &
+	pid=$!
+	it_track flm "$pid"
+	: >"$T/flm.out"
+	while :; do
+		rc=0
+		IFS= read -r -t 60 line || rc=$?
+		((rc == 0)) || break
+		printf '%s\n' "$line" >>"$T/flm.out"
+		# shellcheck disable=SC2053 # $glob is a pattern
+		if ((hit == 0)) && [[ $line == $glob ]]; then
+			kill -KILL "$pid" 2>/dev/null && FLM_KILLED=1
+			hit=1
+		fi
+	done <"$fifo"
+	# read's status above 128: it timed out (EOF is 1)
+	if ((rc > 128)); then
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		rm -f "$T/flm.pid" "$fifo"
+		it_fail "flm_kill_on: livemerge printed nothing for 60 s: $(flm__report)"
+	fi
+	wait "$pid" 2>/dev/null || FLM_RC=$?
+	rm -f "$T/flm.pid" "$fifo"
+	((hit == 1)) || it_fail "flm_kill_on: no line like $glob: $(flm__report)"
+	# shellcheck disable=SC2034 # read by the tests
+	((FLM_RC == 137)) || FLM_KILLED=0
+}
+
+# flm_bg ARGS...: flm in the background (pid FLM_PID); stdout $T/flm.out as it comes.
+flm_bg() {
+	local -a env=()
+	[[ -z ${FLM_CRASH:-} ]] || env=(LIVEMERGE_CRASH_AT="$FLM_CRASH")
+	FLM_CMD="livemerge -c $FLM_TARGET --json $*"
+	it_log "\$ $FLM_CMD &"
+	: >"$T/flm.out"
+	(exec env "${env[@]}" "$LM" -c "$FLM_TARGET" --journal "$FJ" --json "$@" >"$T/flm.out" 2>"$T/flm.err" </dev/null) &
+	FLM_PID=$!
+	it_track flm "$FLM_PID"
+}
+
+# flm_bg_wait SECS: wait up to SECS for the background run to end; its status in FLM_RC.
+flm_bg_wait() {
+	local n=$(($1 * 20))
+	while it__alive "$FLM_PID" && ((n-- > 0)); do
+		sleep 0.05
+	done
+	if it__alive "$FLM_PID"; then
+		kill -KILL "$FLM_PID" 2>/dev/null || true
+		wait "$FLM_PID" 2>/dev/null || true
+		rm -f "$T/flm.pid"
+		it_fail "livemerge still running after $1 s: $(flm__report)"
+	fi
+	FLM_RC=0
+	wait "$FLM_PID" 2>/dev/null || FLM_RC=$?
+	rm -f "$T/flm.pid"
+	[[ ! -s $T/flm.err ]] || sed 's/^/    stderr: /' "$T/flm.err" | head -n 10 >&2
+}
+
+# flm_wait_line GLOB SECS: wait until a complete line of the background run's stdout matches
+# GLOB; fail if it ends first or SECS pass.
+flm_wait_line() {
+	local glob=$1 n=$(($2 * 20)) line
+	while ((n-- > 0)); do
+		while IFS= read -r line; do
+			# shellcheck disable=SC2053
+			[[ $line == $glob ]] && return 0
+		done < <(guest__ack_lines "$T/flm.out")
+		it__alive "$FLM_PID" || it_fail "livemerge ended before a line like $glob: $(flm__report)"
+		sleep 0.05
+	done
+	it_fail "no line like $glob within $2 s: $(flm__report)"
+}
+
+# ---------------------------------------------------------------- state
+
+# fault_chains [DISK...]: every (or each named) disk's chain of files as livemerge shows it,
+# one compact JSON object {"disk": [active file, ..., base file]}.
+fault_chains() {
+	local out rc=0
+	out=$(timeout 30 "$LM" -c "$FLM_TARGET" --json chain "$@" 2>&1 </dev/null) || rc=$?
+	((rc == 0)) || it_fail "livemerge -c $FLM_TARGET --json chain $*: exit $rc: $out"
+	jq -sc 'map({(.disk): [.chain[].filename]}) | add' <<<"$out"
+}
+
+# fault_qmp_sock: the real monitor of the guest (FAULT_QMP, default $T/g.qmp).
+fault_jobs() {
+	qmp_raw "${FAULT_QMP:-$T/g.qmp}" '{"execute":"query-jobs"}' | jq -c '[.return[] | {id, status}]'
+}
+
+fault_fsfreeze() {
+	local r
+	r=$(guest_qga "$1" '{"execute":"guest-fsfreeze-status"}') || it_fail "guest-fsfreeze-status: $r"
+	jq -r .return <<<"$r"
+}
+
+fault_journal() {
+	local t=${FLM_TARGET#unix:}
+	echo "$FJ/${t//\//_}.journal"
+}
+
+fault_journal_steps() {
+	local f
+	f=$(fault_journal)
+	[[ -f $f ]] || it_fail "no journal $f"
+	jq -rsR '[split("\n")[] | fromjson?] | (map(.op) | max) as $op
+		| [.[] | select(.op == $op) | .step] | join(" ")' "$f"
+}
+
+# ---------------------------------------------------------------- data checks
+
+fault__count_check() {
+	local disk=$1 out=$2 acked
+	acked=$(sed -nE 's/^disk [^:]+: acked ([0-9]+),.*/\1/p' <<<"$out")
+	[[ -n $acked ]] || it_fail "checker output not understood: $out"
+	FAULT_CHECKS=$((FAULT_CHECKS + 1))
+	# the seqs proven present in this check: the last ring's worth (4096 blocks)
+	FAULT_ACKED=$((FAULT_ACKED + (acked < 4096 ? acked : 4096)))
+	FAULT_LAST_ACK[$disk]=$acked
+}
+
+fault_check_live() {
+	local name=$1 d out
+	shift
+	for d; do
+		out=$(guest_check_live "$name" "$d") || it_fail "live check of $d: $out"
+		fault__count_check "$d" "$out"
+	done
+	it_log "live check: $(printf '%s ' "$@")ok (acked ${FAULT_LAST_ACK[$1]}...)"
+}
+
+fault_check_offline() {
+	local out
+	out=$(guest_check "$1" "$2" "$3" 2>&1) || it_fail "offline check of $2 through $3: $out"
+	fault__count_check "$2" "$out"
+	it_log "offline: $out"
+}
+
+# fault_qemu_img_check FILE...: qemu-img check: no corruption (leaked clusters are counted in
+# FAULT_LEAKS and reported, exit 3 is "leaks only").
+FAULT_LEAKS=0
+fault_qemu_img_check() {
+	local f out rc leaks
+	for f; do
+		rc=0
+		out=$(qemu-img check --output=json "$f" 2>&1) || rc=$?
+		if ((rc != 0 && rc != 3)); then
+			it_fail "qemu-img check $f: exit $rc: $(qemu-img check "$f" 2>&1 | head -n 5 | tr '\n' ' ')"
+		fi
+		leaks=$(jq -r '."leaks" // 0' <<<"$out")
+		[[ $(jq -r '."corruptions" // 0' <<<"$out") == 0 ]] || it_fail "qemu-img check $f: corruptions: $out"
+		FAULT_LEAKS=$((FAULT_LEAKS + leaks))
+		it_log "qemu-img check ${f##*/}: exit $rc, $leaks leaked clusters"
+	done
+}
+
+# fault_writing NAME DISK...: the guest still writes: each DISK acknowledges 10 more blocks.
+fault_writing() {
+	local name=$1 d a
+	shift
+	for d; do
+		a=$(guest_last_ack "$name" "$d")
+		guest_wait_ack "$name" "$d" $((a + 10)) 20
+	done
+}
+
+fault_figures() {
+	local steps
+	steps=$(printf '%s\n' "${FAULT_STEPS[@]}" | awk '!s[$0]++' | paste -sd, -)
+	it_log "FIGURES: faults injected $FAULT_N; steps covered ${steps:-none};" \
+		"checker runs $FAULT_CHECKS; acknowledged writes checked $FAULT_ACKED" \
+		"(last acked: $(for d in "${!FAULT_LAST_ACK[@]}"; do printf '%s=%s ' "$d" "${FAULT_LAST_ACK[$d]}"; done))"
+}
+
+# fault_assert_gone FILE...: none of FILE exists.
+fault_assert_gone() {
+	local f
+	for f; do
+		[[ ! -e $f ]] || it_fail "$f exists (should have been removed)"
+	done
+}
