@@ -96,6 +96,22 @@ static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
 	r = cli_connect(ctx);
 	if (r != EXIT_OK)
 		return r;
+	{
+		json_object *jobs;
+		const char *hazard;
+
+		if (cli_execute(ctx, "query-jobs", NULL, &jobs, &err) < 0)
+			return cli_report(&err);
+		hazard = merge_chains_hazard(jobs);
+		if (hazard != NULL) {
+			r = cli_error(EXIT_FAILED, "chain: job %s (a stream) is concluded and not "
+						   "dismissed: QEMU 7.2 crashes listing block nodes then; "
+						   "dismiss it first ('livemerge cancel %s')", hazard, hazard);
+			json_object_put(jobs);
+			return r;
+		}
+		json_object_put(jobs);
+	}
 	if (merge_chains_fetch(ctx->conn, cmd_chain_cb, &w, &err) < 0)
 		return cli_report(&err);
 	while (!w.done)

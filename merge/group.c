@@ -1147,6 +1147,10 @@ static void g_event_cb(struct qmp_conn *c, const struct qmp_msg *ev, void *arg)
 	xl_job_event_decode(ev, &je);
 	if (je.kind == XL_EV_NONE || (j = g_job_by_id(g, je.job_id)) == NULL)
 		return;
+	/* before our start is sent, an id of ours is an earlier job's (a
+	 * leftover being dismissed): not this run's job */
+	if (j->start == 0)
+		return;
 	switch (je.kind) {
 	case XL_EV_STATUS:
 		j->st = je.status;
@@ -1665,6 +1669,20 @@ static int g_check_leftovers(struct merge_group *g)
 
 		if (j == NULL)
 			continue;
+		/* every concluded job of ours was dismissed before the chains were read */
+		if (ji.status == XL_JOB_CONCLUDED) {
+			if (g->req.adopt) {
+				/* it ended while we were away: that is a failure */
+				j->start = 2;
+				j->st = XL_JOB_NULL;
+				j->dismissed = 1;
+				j->adopted = 1;
+				if (j->error == NULL)
+					j->error = strdup(ji.error ? ji.error
+								   : "it ended before it could be taken over");
+			}
+			continue;
+		}
 		if (g->req.adopt) {
 			j->start = 2;
 			j->st = ji.status;
@@ -1675,14 +1693,26 @@ static int g_check_leftovers(struct merge_group *g)
 			      xl_job_status_name(ji.status));
 			continue;
 		}
-		if (ji.status != XL_JOB_CONCLUDED)
-			return g_bad(g, "%s: job id %s is in use by a job in state '%s' (wait for it, "
-					"or 'livemerge cancel %s')", j->name, ji.id,
-				     xl_job_status_name(ji.status), ji.id);
-		g_msg(g, "%s: dismissing leftover concluded job %s (%s)", j->name, ji.id,
-		      ji.error ? ji.error : "it had succeeded");
+		return g_bad(g, "%s: job id %s is in use by a job in state '%s' (wait for it, or "
+				"'livemerge cancel %s')", j->name, ji.id, xl_job_status_name(ji.status),
+			     ji.id);
 	}
 	return 0;
+}
+
+static void g_chains_fetched(struct merge_chains *ch, const struct lm_error *err, void *arg);
+
+/* Read the chains, once no concluded job of ours is left in QEMU (some
+ * QEMUs crash listing block nodes beside a concluded stream job). */
+static void g_fetch_chains(struct merge_group *g)
+{
+	struct lm_error e;
+
+	if (merge_chains_fetch(g->c, g_chains_fetched, g, &e) < 0) {
+		g_conn_lost(g, &e);
+		return;
+	}
+	g->refs++;
 }
 
 static void g_leftover_dismissed(struct merge_group *g, struct gjob *j, json_object *ret,
@@ -1701,14 +1731,44 @@ static void g_leftover_dismissed(struct merge_group *g, struct gjob *j, json_obj
 		return;
 	}
 	if (--g->outstanding == 0)
-		g_start(g);
+		g_fetch_chains(g);
+}
+
+/* Report and dismiss every concluded job of ours before anything else:
+ * its id must be free, and its error is read first. */
+static void g_dismiss_leftovers(struct merge_group *g)
+{
+	struct xl_job_info ji;
+	const char *hazard;
+	int i;
+
+	hazard = merge_chains_hazard(g->jobs_before);
+	if (hazard != NULL && strncmp(hazard, "livemerge-", 10) != 0) {
+		g_bad(g, "job %s (a stream) is concluded and not dismissed: QEMU 7.2 crashes "
+			 "listing block nodes then; dismiss it first ('livemerge cancel %s')",
+		      hazard, hazard);
+		g_finish(g);
+		return;
+	}
+	g->outstanding = 1;
+	for (i = 0; xl_query_jobs_entry(g->jobs_before, i, &ji) == 0; i++) {
+		if (ji.status != XL_JOB_CONCLUDED || strncmp(ji.id, "livemerge-", 10) != 0)
+			continue;
+		g_msg(g, "dismissing leftover concluded job %s (%s)", ji.id,
+		      ji.error ? ji.error : "it had succeeded");
+		if (g_send(g, xl_job_verb(XL_VERB_DISMISS, ji.id), 1, NULL, g_leftover_dismissed) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		if (!g->req.dry_run)
+			g->outstanding++;
+	}
+	if (--g->outstanding == 0)
+		g_fetch_chains(g);
 }
 
 static void g_fetched(struct merge_group *g)
 {
-	struct xl_job_info ji;
-	int i;
-
 	if (g->done || !g->fetch_chains_done || !g->fetch_jobs_done)
 		return;
 	if (g->cancel_requested) {
@@ -1744,22 +1804,7 @@ static void g_fetched(struct merge_group *g)
 		}
 		g->journaled = 1;
 	}
-	/* dismiss our concluded leftovers first: their ids must be free */
-	g->outstanding = 1;
-	for (i = 0; xl_query_jobs_entry(g->jobs_before, i, &ji) == 0; i++) {
-		struct gjob *j = g_job_by_id(g, ji.id);
-
-		if (j == NULL || j->adopted)
-			continue;
-		if (g_send(g, xl_job_verb(XL_VERB_DISMISS, ji.id), 1, j, g_leftover_dismissed) < 0) {
-			g_conn_lost(g, &g->err);
-			return;
-		}
-		if (!g->req.dry_run)
-			g->outstanding++;
-	}
-	if (--g->outstanding == 0)
-		g_start(g);
+	g_start(g);
 }
 
 static void g_chains_fetched(struct merge_chains *ch, const struct lm_error *err, void *arg)
@@ -1803,7 +1848,7 @@ static void g_jobs_fetched(struct merge_group *g, struct gjob *unused, json_obje
 	}
 	g->jobs_before = json_object_get(ret);
 	g->fetch_jobs_done = 1;
-	g_fetched(g);
+	g_dismiss_leftovers(g);
 }
 
 /* ---- public ---------------------------------------------------------------------------- */
@@ -1865,14 +1910,13 @@ struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_req
 	g->poll.data = g;
 	qmp_conn_set_event_cb(c, g_event_cb, g);
 	g->phase = P_FETCH;
-	if (merge_chains_fetch(c, g_chains_fetched, g, err) < 0) {
+	/* the jobs first: leftovers of ours go before the chains are read */
+	if (g_send(g, xl_query_jobs(), 0, NULL, g_jobs_fetched) < 0) {
+		if (err != NULL)
+			*err = g->err;
+		qmp_conn_set_event_cb(c, NULL, NULL);
 		g_unref(g);
 		return NULL;
-	}
-	g->refs++;
-	if (g_send(g, xl_query_jobs(), 0, NULL, g_jobs_fetched) < 0) {
-		/* the fetch above fails through its callback, which finishes the group */
-		g->have_err = 0;
 	}
 	return g;
 }

@@ -3,6 +3,8 @@
  */
 #include "query.h"
 
+#include "xlate.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,4 +120,15 @@ int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct
 	else
 		f->failed = 1;
 	return 0;
+}
+
+const char *merge_chains_hazard(json_object *jobs)
+{
+	struct xl_job_info ji;
+	int i;
+
+	for (i = 0; xl_query_jobs_entry(jobs, i, &ji) == 0; i++)
+		if (ji.status == XL_JOB_CONCLUDED && ji.type != NULL && strcmp(ji.type, "stream") == 0)
+			return ji.id;
+	return NULL;
 }

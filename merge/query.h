@@ -20,4 +20,12 @@ typedef void (*merge_chains_cb)(struct merge_chains *ch, const struct lm_error *
  */
 int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct lm_error *err);
 
+/*
+ * QEMU 7.2 crashes answering query-named-block-nodes while a cancelled
+ * block-stream job is concluded and not dismissed. Given query-jobs'
+ * return value, the id of such a job (borrowed), or NULL when reading the
+ * chains is safe. Callers dismiss their own first and refuse otherwise.
+ */
+const char *merge_chains_hazard(json_object *jobs);
+
 #endif

@@ -420,6 +420,22 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	}
 	if (rec_dismiss(&r, err) < 0)
 		goto conn_failed;
+	{
+		json_object *jobs;
+		const char *hazard;
+
+		if (rec_jobs(&r, &jobs, err) < 0)
+			goto conn_failed;
+		hazard = merge_chains_hazard(jobs);
+		if (hazard != NULL) {
+			lm_error_set(err, LM_ERR_STATE, "job %s (a stream) is concluded and not "
+				     "dismissed: QEMU 7.2 crashes listing block nodes then; dismiss it "
+				     "first ('livemerge cancel %s')", hazard, hazard);
+			json_object_put(jobs);
+			goto conn_failed;
+		}
+		json_object_put(jobs);
+	}
 	ch = rec_chains(&r, err);
 	if (ch == NULL)
 		goto conn_failed;
