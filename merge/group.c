@@ -1229,6 +1229,8 @@ static void g_polled(struct merge_group *g, struct gjob *unused, json_object *re
 			j->st = XL_JOB_NULL;
 			j->vanished = 1;
 			g->unknown = 1;
+			/* what is left is driven by the cancels' answers and events */
+			ev_timer_stop(g->loop, &g->poll);
 			if (g->phase < P_FINALIZE) {
 				/* before the pivot point the others must not pivot either */
 				g_abort(g);
