@@ -93,6 +93,11 @@ demo:
 	@$(MAKE) --no-print-directory $(BUILD)/livemerge
 	@scripts/demo.sh
 
+# benchmarks: BENCHMARKS.md and bench/scale.png from one run (as root on Debian 12 it
+# installs what it needs, libvirt included; a few minutes). Settings: see bench/run.
+bench:
+	@BUILD=$(BUILD) bench/run
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/include/livemerge/common $(DESTDIR)$(PREFIX)/include/livemerge/qmp \
