@@ -368,6 +368,20 @@ int merge_chains_decode(json_object *query_block, json_object *named_nodes, json
 		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
 	if (graph != NULL && json_object_is_type(graph, json_type_object) && graph_load(&d, graph) < 0)
 		goto fail;
+	n = json_object_array_length(named_nodes);
+	d.ch->nodes = calloc(n ? n : 1, sizeof(*d.ch->nodes));
+	if (d.ch->nodes == NULL) {
+		lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	for (i = 0; i < n; i++) {
+		const char *nn = jstr(json_object_array_get_idx(named_nodes, i), "node-name");
+
+		if (nn != NULL && (d.ch->nodes[d.ch->nnodes++] = strdup(nn)) == NULL) {
+			lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+			goto fail;
+		}
+	}
 	n = json_object_array_length(query_block);
 	for (i = 0; i < n; i++) {
 		json_object *b = json_object_array_get_idx(query_block, i);
@@ -471,8 +485,21 @@ void merge_chains_free(struct merge_chains *ch)
 		return;
 	for (i = 0; i < ch->ndisks; i++)
 		disk_clear(&ch->disks[i]);
+	for (i = 0; i < ch->nnodes; i++)
+		free(ch->nodes[i]);
+	free(ch->nodes);
 	free(ch->disks);
 	free(ch);
+}
+
+int merge_chains_has_node(const struct merge_chains *ch, const char *node)
+{
+	int i;
+
+	for (i = 0; i < ch->nnodes; i++)
+		if (strcmp(ch->nodes[i], node) == 0)
+			return 1;
+	return 0;
 }
 
 static int streq(const char *a, const char *b)

@@ -37,7 +37,12 @@ struct merge_disk {
 struct merge_chains {
 	int ndisks;
 	struct merge_disk *disks;
+	int nnodes;
+	char **nodes; /* every named node QEMU has open, in or out of a chain */
 };
+
+/* 1 if QEMU has a node of that name open. */
+int merge_chains_has_node(const struct merge_chains *ch, const char *node);
 
 /*
  * Build the model from the return values of query-block (array),

@@ -667,12 +667,15 @@ static void g_release_removed(struct merge_group *g)
 		for (k = from; k < j->base; k++) {
 			const struct merge_layer *l = &b->layers[k];
 
-			if (l->node_name != NULL && l->node_name[0] != '#') {
+			/* only what QEMU still holds: it drops the nodes it opened itself */
+			if (l->node_name != NULL && l->node_name[0] != '#' &&
+			    (g->req.dry_run || merge_chains_has_node(g->after, l->node_name))) {
 				if (g_send(g, xl_node_release(l->node_name), 1, j, g_released) < 0)
 					goto lost;
 				g->outstanding += !g->req.dry_run; /* no reply on a dry run */
 			}
-			if (l->file_node != NULL && l->file_node[0] != '#') {
+			if (l->file_node != NULL && l->file_node[0] != '#' &&
+			    (g->req.dry_run || merge_chains_has_node(g->after, l->file_node))) {
 				if (g_send(g, xl_node_release(l->file_node), 1, j, g_released) < 0)
 					goto lost;
 				g->outstanding += !g->req.dry_run;

@@ -239,6 +239,21 @@ int merge_journal_last(struct merge_journal *j, json_object **entries, int *fini
 	return 0;
 }
 
+/*
+ * Which entries must reach the disk before their step is sent: the ones
+ * recovery decides by. The intent (what the chains were and will be), a
+ * freeze (the guest must be thawed), a finalize (past it recovery rolls
+ * forward, before it back). Every other step is written at once too, so a
+ * killed livemerge leaves it in the file (the kernel has it); only a host
+ * crash can lose one, and recovery reads the live chains and jobs for
+ * those, never the step. This keeps the syncs per operation at a few.
+ */
+static int journal_must_sync(const char *step)
+{
+	return strcmp(step, "intent") == 0 || strcmp(step, "freeze") == 0 ||
+	       strcmp(step, "finalize") == 0;
+}
+
 static int journal_write(struct merge_journal *j, json_object *o, const char *step,
 			 struct lm_error *err)
 {
@@ -270,7 +285,7 @@ static int journal_write(struct merge_journal *j, json_object *o, const char *st
 		done += (size_t)n;
 	}
 	free(line);
-	if (fdatasync(j->fd) < 0)
+	if (journal_must_sync(step) && fdatasync(j->fd) < 0)
 		return lm_error_set(err, LM_ERR_IO, "cannot sync journal %s: %s", j->path,
 				    strerror(errno));
 	if (crash_step != NULL) {

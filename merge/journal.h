@@ -2,8 +2,9 @@
  * merge/journal: what livemerge is doing to a VM, on disk, before it does
  * it.
  *
- * One append-only file per VM (JSON lines, each fsync'ed before the step it
- * names is sent). An operation is a run of entries with the same "op"
+ * One append-only file per VM (JSON lines, each written before the step it
+ * names is sent; those recovery decides by, the intent, a freeze and a
+ * finalize, are also fdatasync'ed first). An operation is a run of entries with the same "op"
  * number: first {"step":"intent",...} with everything recovery needs (the
  * chains before, the chains expected, the job ids, the guest agent), then
  * one entry per step, last {"step":"end"}. An operation without its end was

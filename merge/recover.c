@@ -487,9 +487,9 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 			struct lm_error e;
 
 			/* nodes QEMU opened itself are gone; errors here are expected */
-			if (node != NULL && node[0] != '#')
+			if (node != NULL && node[0] != '#' && merge_chains_has_node(ch, node))
 				rec_exec(&r, xl_node_release(node), NULL, &e);
-			if (fnode != NULL && fnode[0] != '#')
+			if (fnode != NULL && fnode[0] != '#' && merge_chains_has_node(ch, fnode))
 				rec_exec(&r, xl_node_release(fnode), NULL, &e);
 			if (json_object_object_get_ex(r.intent, "delete", &v) &&
 			    json_object_get_boolean(v) && file != NULL && !rec_in_any_chain(ch, file) &&
