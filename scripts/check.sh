@@ -15,9 +15,9 @@ stage() {
 	"$@" 2>&1 | tee "$log"
 	rc=${PIPESTATUS[0]}
 	# cmocka: "[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s)"; ours: "N passed, N failed"
-	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p; s/^\([0-9]*\) passed, [0-9]* failed.*/\1/p' "$log" |
+	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p; s/^\([a-z]*: \)\{0,1\}\([0-9]*\) passed, [0-9]* failed.*/\2/p' "$log" |
 		awk '{s+=$1} END {print s+0}')
-	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p; s/^[0-9]* passed, \([0-9]*\) failed.*/\1/p' "$log" |
+	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p; s/^\([a-z]*: \)\{0,1\}[0-9]* passed, \([0-9]*\) failed.*/\2/p' "$log" |
 		awk '{s+=$1} END {print s+0}')
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1

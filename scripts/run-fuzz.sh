@@ -18,12 +18,15 @@ shift
 case $secs in '' | *[!0-9]*) echo "run-fuzz: SECONDS must be a number, got '$secs'" >&2; exit 2 ;; esac
 top=$(cd "$(dirname "$0")/.." && pwd)
 status=0
+passed=0
+failed=0
 for fz in "$@"; do
 	bin=$(basename "$fz")
 	name=${bin#fuzz-}
 	if [ ! -x "$fz" ]; then
 		echo "fuzz $name: $fz is not an executable" >&2
 		status=1
+		failed=$((failed + 1))
 		continue
 	fi
 	work=$(mktemp -d "${TMPDIR:-/tmp}/lm-fuzz-$name.XXXXXX")
@@ -39,9 +42,11 @@ for fz in "$@"; do
 	if [ $rc -eq 0 ] && [ "$crashes" -eq 0 ] && [ -n "$execs" ]; then
 		echo "fuzz $name: $execs execs, 0 crashes"
 		rm -rf -- "$work"
+		passed=$((passed + 1))
 		continue
 	fi
 	status=1
+	failed=$((failed + 1))
 	[ "$crashes" -gt 0 ] || crashes=1
 	echo "fuzz $name: ${execs:-?} execs, $crashes crashes (exit status $rc)"
 	for f in "$work"/artifacts/*; do
@@ -50,4 +55,6 @@ for fz in "$@"; do
 	echo "fuzz $name: log $work/log, its end:" >&2
 	tail -n 40 "$work/log" >&2
 done
+# one target, one test, in the tally make check keeps
+echo "fuzz: $passed passed, $failed failed"
 exit $status
