@@ -9,6 +9,7 @@
  *    "vms": [{"target": "unix:/run/vm1/qmp.sock", "qga": "unix:/run/vm1/qga.sock",
  *             "verb": "commit", "args": ["vda", "vdb", "--speed", "10M"]}, ...]}
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,68 @@ static void batch_plan_free(struct batch_plan *p)
 	json_object_put(p->root);
 }
 
+/* The whole file as one JSON value, nothing but white space after it. */
+static int batch_read_json(const char *file, json_object **out)
+{
+	FILE *f = fopen(file, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n, end, k;
+	json_tokener *tok;
+	enum json_tokener_error jerr;
+	int line = 1, col = 1;
+
+	*out = NULL;
+	if (f == NULL)
+		return cli_error(EXIT_USAGE, "batch: cannot read plan %s: %s", file, strerror(errno));
+	do {
+		if (len + 65536 > cap) {
+			cap = cap ? cap * 2 : 65536;
+			if (cap > ((size_t)64 << 20) || (buf = realloc(buf, cap)) == NULL) {
+				fclose(f);
+				free(buf);
+				return cli_error(EXIT_USAGE, "batch: plan %s is larger than 64 MiB", file);
+			}
+		}
+		n = fread(buf + len, 1, cap - len, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	tok = json_tokener_new();
+	if (tok == NULL)
+		abort();
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	*out = json_tokener_parse_ex(tok, buf ? buf : "", (int)len);
+	jerr = json_tokener_get_error(tok);
+	end = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (*out == NULL && jerr == json_tokener_continue)
+		end = len;
+	for (k = end; *out != NULL && k < len && strchr(" \t\r\n", buf[k]) != NULL; k++)
+		;
+	if (*out != NULL && k == len) {
+		free(buf);
+		return 0;
+	}
+	if (*out != NULL)
+		end = k;
+	for (k = 0; k < end && k < len; k++) {
+		if (buf[k] == '\n') {
+			line++;
+			col = 1;
+		} else {
+			col++;
+		}
+	}
+	free(buf);
+	json_object_put(*out);
+	*out = NULL;
+	return cli_error(EXIT_USAGE, "batch: plan %s is not valid JSON at line %d, column %d: %s "
+				     "(nothing was run)", file, line, col,
+			 jerr == json_tokener_continue ? "it ends too early"
+			 : jerr == json_tokener_success ? "more after the plan's object"
+							: json_tokener_error_desc(jerr));
+}
+
 static int batch_load(struct cli_ctx *ctx, const char *file, struct batch_plan *p)
 {
 	static const char *const top_keys[] = { "parallel", "defaults", "vms", NULL };
@@ -115,10 +178,8 @@ static int batch_load(struct cli_ctx *ctx, const char *file, struct batch_plan *
 	int i, r;
 
 	memset(p, 0, sizeof(*p));
-	p->root = json_object_from_file(file);
-	if (p->root == NULL)
-		return cli_error(EXIT_USAGE, "batch: cannot read plan %s: %s", file,
-				 json_util_get_last_err());
+	if ((r = batch_read_json(file, &p->root)) != 0)
+		return r;
 	if (!json_object_is_type(p->root, json_type_object))
 		return batch_bad("$", "not a JSON object");
 	if ((r = batch_keys(p->root, "$", top_keys)) != 0)

@@ -222,10 +222,12 @@ static void batch_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
 	(void)revents;
 	ev_idle_stop(loop, w);
+	/* start the next VMs before letting the finished ones go: a VM on the
+	 * same ssh host then joins the session they kept open */
+	batch_fill(b);
 	for (i = 0; i < b->n; i++)
 		if (b->v[i].done && (b->v[i].conn != NULL || b->v[i].g != NULL))
 			bvm_release(&b->v[i]);
-	batch_fill(b);
 	if (b->running == 0 && b->next == b->n && !b->finished) {
 		b->finished = 1;
 		if (b->cb.done != NULL)
