@@ -33,6 +33,7 @@ qemu-system-x86_64 -machine q35,accel=tcg -S -nodefaults -display none \
 qpid=$!
 for _ in $(seq 100); do [ -S "$T/qmp.sock" ] && break; sleep 0.1; done
 export LIVEMERGE_CONNECT=unix:$T/qmp.sock
+export XDG_STATE_HOME=$T/state # the journal lives and goes with the demo
 run "$LM" chain
 
 step "live snapshot of both disks in one transaction"
