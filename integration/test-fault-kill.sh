@@ -13,7 +13,7 @@
 #     journal byte for byte the same).
 # Kill points: LIVEMERGE_CRASH_AT (SIGKILL right after the step's journal entry is on disk,
 # before its command is sent) for intent / freeze / snapshot / thaw, start#2, complete#1,
-# finalize#1, finalize#2, dismiss#1, release#1, delete#1; and an external kill -9 the moment
+# finalize#1, finalize#2, dismiss#1, delete#1; and an external kill -9 the moment
 # livemerge's --json output shows a job running, waiting (after job-complete) or concluded
 # (after finalize), which crash points cannot reach. Last, the next verb run after a crash
 # (not recover) reconciles first by itself: a commit killed while pending, then a snapshot;
@@ -160,7 +160,8 @@ commit_fault pending expect crash finalize#1
 commit_fault after-finalize#1 expect crash finalize#2
 commit_fault concluded expect kill '*"status":"concluded"*'
 commit_fault before-dismiss expect crash dismiss#1
-commit_fault before-release expect crash release#1
+# (no release point here: the committed overlays were opened by QEMU itself for the
+# snapshot, QEMU drops their nodes, and livemerge releases only nodes QEMU still holds)
 commit_fault before-delete expect crash delete#1 --delete
 it_log "commit kill points done in $((SECONDS - t0)) s"
 
