@@ -79,6 +79,11 @@ int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
  * tr_new_ex on ctx->loop. NULL with err on failure. */
 struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err);
 
+/* How the engine reaches the VM's image files: for an ssh:// target over
+ * SFTP on the monitor's session (ctx->conn at the time of each call),
+ * else NULL (this host's filesystem). Points to static storage. */
+const struct merge_fileops *cli_fileops(struct cli_ctx *ctx);
+
 /* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
 		struct lm_error *err);

@@ -75,6 +75,7 @@ int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
 		.qga_open = cli_recover_qga,
 		.message = cli_recover_msg,
 		.arg = ctx,
+		.files = cli_fileops(ctx),
 	};
 	struct lm_error err;
 	enum merge_outcome r;

@@ -13,6 +13,8 @@
 #   through the VM between the steps; every byte checked offline after QEMU stops
 # - snapshot --quiesce with monitor and qemu-ga both ssh:// (the test guest, writing): both
 #   channels in one SSH session, the guest thawed after, its data checked
+# - image files on the ssh host: snapshot onto an existing file refused (exit 2, the message
+#   names the host, the file untouched, checked over SFTP), commit --delete removes the image
 # - one SSH session per livemerge run ("Accepted publickey" in sshd's log); two monitors of
 #   one VM opened by one process share one session; dropping that session fails both
 #   channels and runs every pending callback exactly once (integration/ssh-channels.c)
@@ -294,6 +296,34 @@ ssh_stop sshd_nofwd
 # and back to normal: it works again
 ssh_start sshd_again
 lms_ok "${OPTS[@]}" -c "$TG" chain vda
+
+# image files are the remote host's: checked and deleted over SFTP on the monitor's session
+# (same filesystem here, so the message must name the remote check, "... on HOST")
+EXISTING=$T/img/e0.existing.qcow2
+head -c 65536 /dev/urandom >"$EXISTING"
+sum_before=$(sha256sum <"$EXISTING")
+before=$(vm_state "$SOCK")
+sftp0=$(grep -c "subsystem 'sftp'" "$T/sshd_again.log" || true)
+lms "${OPTS[@]}" -c "$TG" snapshot "vda=$EXISTING"
+((LMS_RC == 2)) || it_fail "snapshot onto an existing remote file: expected exit 2: $(lms_report)"
+grep -qF "overlay $EXISTING exists already on [127.0.0.1]:$SSH_PORT" "$T/lm.err" ||
+	it_fail "existing overlay: the remote check is not named: $(lms_report)"
+it_assert_eq "$(sha256sum <"$EXISTING")" "$sum_before" "the existing remote file after a refused snapshot"
+it_assert_eq "$(vm_state "$SOCK")" "$before" "QEMU's block state after a refused snapshot"
+(($(grep -c "subsystem 'sftp'" "$T/sshd_again.log" || true) > sftp0)) ||
+	it_fail "the existing overlay was not checked over SFTP"
+it_log "existing remote overlay refused: $(cat "$T/lm.err")"
+
+lms_ok "${OPTS[@]}" -c "$TG" snapshot "vda=$T/img/e0.s1.qcow2"
+it_assert_eq "$(vm_chain "$SOCK" vda)" "[\"$T/img/e0.s1.qcow2\",\"$T/img/e0.1.qcow2\",\"$T/img/e0.0.qcow2\"]" \
+	"chain of vda after snapshot over ssh"
+lms_ok "${OPTS[@]}" -c "$TG" commit vda --delete
+it_assert_eq "$(vm_chain "$SOCK" vda)" "[\"$T/img/e0.1.qcow2\",\"$T/img/e0.0.qcow2\"]" \
+	"chain of vda after commit --delete over ssh"
+[[ ! -e $T/img/e0.s1.qcow2 ]] || it_fail "commit --delete over ssh left $T/img/e0.s1.qcow2: $(lms_report)"
+[[ -e $T/img/e0.1.qcow2 && -e $T/img/e0.0.qcow2 ]] || it_fail "commit --delete over ssh deleted a layer still in the chain"
+grep -qF "deleted $T/img/e0.s1.qcow2" "$T/lm.err" "$T/lm.out" || it_fail "commit --delete says nothing of the deletion: $(lms_report)"
+it_assert_eq "$(qmp_raw "$SOCK" '{"execute":"query-jobs"}' | jq -c .return)" "[]" "jobs left after commit --delete"
 stop_vm vm2
 ssh_stop sshd_again
 

@@ -1597,8 +1597,12 @@ static int g_resolve(struct merge_group *g)
 			if (r < 0)
 				return g_bad(g, "%s", e.msg);
 			if (r == 1)
-				return g_bad(g, "%s: overlay %s exists already; refusing to overwrite it",
-					     d->name, j->overlay);
+				return g_bad(g, "%s: overlay %s exists already%s%s; refusing to "
+					     "overwrite it", d->name, j->overlay,
+					     g->req.files != NULL && g->req.files->where ? " on " : "",
+					     g->req.files != NULL && g->req.files->where
+						     ? g->req.files->where
+						     : "");
 			for (k = 0; k < d->nlayers; k++)
 				if (strcmp(d->layers[k].filename, j->overlay) == 0)
 					return g_bad(g, "%s: %s is in its chain already", d->name,

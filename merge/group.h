@@ -49,6 +49,7 @@ struct merge_fileops {
 	/* 0 removed (or already gone), -1 failed (err filled) */
 	int (*remove)(const char *path, void *arg, struct lm_error *err);
 	void *arg;
+	const char *where; /* the files' host, for messages (NULL: this host) */
 };
 
 struct merge_request {

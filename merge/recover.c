@@ -301,6 +301,15 @@ static int rec_in_any_chain(const struct merge_chains *ch, const char *file)
 	return 0;
 }
 
+static int rec_file_exists(struct rec *r, const char *path)
+{
+	struct lm_error e;
+
+	if (r->o->files != NULL)
+		return r->o->files->exists(path, r->o->files->arg, &e) == 1;
+	return access(path, F_OK) == 0;
+}
+
 static int rec_remove_file(struct rec *r, const char *path)
 {
 	struct lm_error e;
@@ -473,7 +482,7 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 			if (rec_chain_is(md, rec_arr(d, "before")) && ov != NULL &&
 			    json_object_object_get_ex(d, "overlay-created", &v) &&
 			    json_object_get_boolean(v) && !rec_in_any_chain(ch, ov) &&
-			    access(ov, F_OK) == 0 && rec_remove_file(&r, ov) == 0)
+			    rec_file_exists(&r, ov) && rec_remove_file(&r, ov) == 0)
 				rec_msg(&r, "%s: removed %s, created by the interrupted snapshot",
 					rec_str(d, "disk"), ov);
 			continue;

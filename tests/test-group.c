@@ -1721,7 +1721,7 @@ static void test_snapshot_two_disks(void **state)
 					   { .disk = "vdb", .overlay = pb } };
 	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 2, .targets = t };
 	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { fops_exists, fops_remove, &fo };
+	struct merge_fileops ops = { fops_exists, fops_remove, &fo, NULL };
 	struct tvm after = fx->vm;
 	json_object *actions, *d, *nn;
 
@@ -1836,7 +1836,7 @@ static void test_dry_run_commit(void **state)
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
 	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { fops_exists, fops_remove, &fo };
+	struct merge_fileops ops = { fops_exists, fops_remove, &fo, NULL };
 	json_object *v;
 
 	req.dry_run = 1;
@@ -1863,7 +1863,7 @@ static void test_commit_delete_removed(void **state)
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
 	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { fops_exists, fops_remove, &fo };
+	struct merge_fileops ops = { fops_exists, fops_remove, &fo, NULL };
 
 	req.delete_removed = 1;
 	req.files = &ops;

@@ -517,6 +517,11 @@ static void test_new_fd(void **state)
 	assert_string_equal(t->desc, "pair");
 	assert_int_equal(tr_fd(t), sv[0]);
 	assert_int_equal(tr_connect(t, &err), 0);
+	/* remote files need an ssh:// transport */
+	assert_int_equal(tr_ssh_file_exists(t, "/x", &err), -1);
+	assert_int_equal(err.code, LM_ERR_USAGE);
+	assert_int_equal(tr_ssh_file_remove(t, "/x", &err), -1);
+	assert_int_equal(err.code, LM_ERR_USAGE);
 	converse(t, sv[1]);
 	tr_free(t); /* closes sv[0] */
 	assert_int_equal(fcntl(sv[0], F_GETFD), -1);

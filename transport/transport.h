@@ -96,6 +96,22 @@ struct tr_ssh_target {
 int tr_ssh_target_parse(const char *target, struct tr_ssh_target *out, struct lm_error *err);
 void tr_ssh_target_clear(struct tr_ssh_target *tg);
 
+/*
+ * Files on the host of a connected ssh:// transport t, over SFTP on t's
+ * session (the paths are that host's): tr_ssh_file_exists 1 exists (lstat:
+ * a dangling symlink counts), 0 does not, -1 error; tr_ssh_file_remove 0
+ * removed or already gone, -1 error. Each is a short blocking exchange
+ * bounded by the session timeout, like agent authentication: what the
+ * session has half sent (or a channel open it awaits) is finished first,
+ * or the call refuses (TIMEOUT, nothing sent); no other channel of the
+ * session moves meanwhile, and those with data read in the meantime are
+ * woken afterwards. A peer that stops answering mid-exchange fails the
+ * whole session (TIMEOUT). Meant for before a merge starts and after it
+ * ends, not while jobs are watched. Not an ssh:// transport: -1, USAGE.
+ */
+int tr_ssh_file_exists(struct tr *t, const char *path, struct lm_error *err);
+int tr_ssh_file_remove(struct tr *t, const char *path, struct lm_error *err);
+
 /* A transport over an fd already connected (tests, socketpair). Takes fd. */
 struct tr *tr_new_fd(int fd, const char *desc, struct lm_error *err);
 
