@@ -732,16 +732,22 @@ static void g_verified(struct merge_chains *ch, const struct lm_error *err, void
 	g_unref(g);
 }
 
-static void g_verify(struct merge_group *g)
+/* Read the chains; cb gets them with a reference on g. */
+static void g_read_chains(struct merge_group *g, merge_chains_cb cb)
 {
 	struct lm_error e;
 
-	g->phase = P_VERIFY;
-	if (merge_chains_fetch(g->c, g_verified, g, &e) < 0) {
+	if (merge_chains_fetch(g->c, cb, g, &e) < 0) {
 		g_conn_lost(g, &e);
 		return;
 	}
 	g->refs++;
+}
+
+static void g_verify(struct merge_group *g)
+{
+	g->phase = P_VERIFY;
+	g_read_chains(g, g_verified);
 }
 
 /* ---- jobs: cleanup ------------------------------------------------------------ */
@@ -1715,13 +1721,7 @@ static void g_chains_fetched(struct merge_chains *ch, const struct lm_error *err
  * QEMUs crash listing block nodes beside a concluded stream job). */
 static void g_fetch_chains(struct merge_group *g)
 {
-	struct lm_error e;
-
-	if (merge_chains_fetch(g->c, g_chains_fetched, g, &e) < 0) {
-		g_conn_lost(g, &e);
-		return;
-	}
-	g->refs++;
+	g_read_chains(g, g_chains_fetched);
 }
 
 static void g_leftover_dismissed(struct merge_group *g, struct gjob *j, json_object *ret,

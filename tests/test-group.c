@@ -38,6 +38,7 @@
 #include "../merge/group.h"
 #include "../merge/journal.h"
 #include "fakeqmp.h"
+#include "testutil.h"
 
 #define JV "livemerge-commit-vda"
 #define JB "livemerge-commit-vdb"
@@ -450,32 +451,6 @@ struct fixture {
 	struct merge_journal *journal;
 };
 
-static void rm_rf(const char *path)
-{
-	struct stat st;
-	DIR *d;
-	struct dirent *e;
-
-	if (lstat(path, &st) < 0)
-		return;
-	if (!S_ISDIR(st.st_mode)) {
-		unlink(path);
-		return;
-	}
-	d = opendir(path);
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			char sub[PATH_MAX];
-
-			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-				continue;
-			snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-	}
-	rmdir(path);
-}
 
 static void cancel_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -538,7 +513,7 @@ static int teardown(void **state)
 		vmtext_free(&fx->texts[i]);
 	json_object_put(fx->result);
 	fixfile_free(&fx->fix);
-	rm_rf(fx->tmp);
+	test_rm_rf(fx->tmp);
 	ev_loop_destroy(fx->loop);
 	free(fx);
 	return 0;
@@ -613,42 +588,8 @@ static const struct merge_callbacks cbs = { cb_job, cb_command, cb_message, cb_d
 
 /* ------------------------------------------------------------ running */
 
-static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)revents;
-	*(int *)w->data = 1;
-	ev_break(loop, EVBREAK_ONE);
-}
-
-#define RUN_UNTIL(fx, cond, secs)                                                            \
-	do {                                                                                 \
-		ev_timer wd_;                                                                \
-		int fired_ = 0;                                                              \
-		ev_timer_init(&wd_, watchdog_cb, (secs), 0.);                                \
-		wd_.data = &fired_;                                                          \
-		ev_timer_start((fx)->loop, &wd_);                                            \
-		while (!(cond) && !fired_)                                                   \
-			ev_run((fx)->loop, EVRUN_ONCE);                                      \
-		ev_timer_stop((fx)->loop, &wd_);                                             \
-		if (fired_) {                                                                \
-			fq_verify((fx)->fq);                                                 \
-			fail_msg("watchdog: %s still false after %g s", #cond,               \
-				 (double)(secs));                                            \
-		}                                                                            \
-	} while (0)
-
-static void run_for(struct fixture *fx, double secs)
-{
-	ev_timer wd;
-	int fired = 0;
-
-	ev_timer_init(&wd, watchdog_cb, secs, 0.);
-	wd.data = &fired;
-	ev_timer_start(fx->loop, &wd);
-	while (!fired)
-		ev_run(fx->loop, EVRUN_ONCE);
-	ev_timer_stop(fx->loop, &wd);
-}
+#define RUN_UNTIL(fx, cond, secs) TEST_RUN_UNTIL((fx)->loop, cond, secs, fq_verify((fx)->fq))
+#define run_for(fx, secs) test_run_for((fx)->loop, (secs))
 
 static void fx_connect(struct fixture *fx)
 {

@@ -24,38 +24,12 @@
 
 #include "../merge/journal.h"
 #include "../merge/recover.h"
+#include "testutil.h"
 
 struct fixture {
 	char dir[512];
 };
 
-/* rm -r of what the tests made (plain files and directories only). */
-static void rm_rf(const char *path)
-{
-	struct stat st;
-	DIR *d;
-	struct dirent *e;
-
-	if (lstat(path, &st) < 0)
-		return;
-	if (!S_ISDIR(st.st_mode)) {
-		unlink(path);
-		return;
-	}
-	d = opendir(path);
-	if (d != NULL) {
-		while ((e = readdir(d)) != NULL) {
-			char sub[PATH_MAX];
-
-			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-				continue;
-			snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
-			rm_rf(sub);
-		}
-		closedir(d);
-	}
-	rmdir(path);
-}
 
 static int setup(void **state)
 {
@@ -76,7 +50,7 @@ static int teardown(void **state)
 {
 	struct fixture *fx = *state;
 
-	rm_rf(fx->dir);
+	test_rm_rf(fx->dir);
 	free(fx);
 	return 0;
 }

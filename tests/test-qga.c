@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../qmp/qga.h"
+#include "testutil.h"
 
 #define MAX_RECS 16
 #define MAX_HELD 8
@@ -270,39 +271,8 @@ static void agent_hold(struct agent *a, json_object *cmd)
 
 /* --------------------------------------------------------------- the loop */
 
-static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)revents;
-	*(int *)w->data = 1;
-	ev_break(loop, EVBREAK_ONE);
-}
-
-#define RUN_UNTIL(fx, cond, secs)                                                            \
-	do {                                                                                 \
-		ev_timer wd_;                                                                \
-		int fired_ = 0;                                                              \
-		ev_timer_init(&wd_, watchdog_cb, (secs), 0.);                                \
-		wd_.data = &fired_;                                                          \
-		ev_timer_start((fx)->loop, &wd_);                                            \
-		while (!(cond) && !fired_)                                                   \
-			ev_run((fx)->loop, EVRUN_ONCE);                                      \
-		ev_timer_stop((fx)->loop, &wd_);                                             \
-		if (fired_)                                                                  \
-			fail_msg("watchdog: %s still false after %g s", #cond, (double)(secs)); \
-	} while (0)
-
-static void run_for(struct fixture *fx, double secs)
-{
-	ev_timer wd;
-	int fired = 0;
-
-	ev_timer_init(&wd, watchdog_cb, secs, 0.);
-	wd.data = &fired;
-	ev_timer_start(fx->loop, &wd);
-	while (!fired)
-		ev_run(fx->loop, EVRUN_ONCE);
-	ev_timer_stop(fx->loop, &wd);
-}
+#define RUN_UNTIL(fx, cond, secs) TEST_RUN_UNTIL((fx)->loop, cond, secs, (void)0)
+#define run_for(fx, secs) test_run_for((fx)->loop, (secs))
 
 /* --------------------------------------------------------------- fixture */
 
