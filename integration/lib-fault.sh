@@ -3,7 +3,7 @@
 # (test-fault-*.sh, test-quiesce.sh). Source it after lib.sh and guest/run-guest.sh.
 #
 #   fault_setup              it_setup + guest build + $T/img, journals in $FJ ($T/j), figures
-#   fault_on_exit CMD        run CMD (eval'ed) when the test ends, before lib.sh's cleanup
+#   fault_on_exit CMD        run CMD (eval'ed) when the test ends (lib.sh's it_on_exit)
 #   flm ARGS...              livemerge -c $FLM_TARGET --journal $FJ --json ARGS (FLM_CRASH=STEP:
 #                            with LIVEMERGE_CRASH_AT=STEP); stdout $T/flm.out, stderr
 #                            $T/flm.err, exit status FLM_RC
@@ -29,7 +29,6 @@ FJ=
 FLM_TARGET=
 FLM_RC=0
 FLM_KILLED=0
-FAULT_UNDO=()
 FAULT_N=0
 FAULT_STEPS=()
 FAULT_CHECKS=0
@@ -42,28 +41,11 @@ fault_setup() {
 	guest_build
 	mkdir -p "$T/img" "$T/j"
 	FJ=$T/j
-	# Undo actions (umount, ...) run before lib.sh's cleanup kills the processes and
-	# removes $T; lib.sh's trap then runs with the exit status it would have seen.
-	local old
-	old=$(trap -p EXIT)
-	old=${old#"trap -- '"}
-	old=${old%"' EXIT"}
-	[[ -n $old ]] || it_fail "fault_setup: lib.sh's it_setup installed no EXIT trap"
-	# set +e first: under errexit, "(exit 1)" would end the trap before lib.sh's cleanup runs
-	# shellcheck disable=SC2064,SC2154 # expand $old now; fault__rc is set by the trap itself
-	trap "fault__rc=\$?; set +e; fault__undo; (exit \$fault__rc); $old" EXIT
 }
 
-fault__undo() {
-	local c
-	for c in "${FAULT_UNDO[@]}"; do
-		eval "$c" >/dev/null 2>&1 || true
-	done
-	FAULT_UNDO=()
-}
-
+# fault_on_exit CMD: lib.sh's it_on_exit.
 fault_on_exit() {
-	FAULT_UNDO+=("$1")
+	it_on_exit "$1"
 }
 
 # fault_injected WHAT: count one injected fault, covering step WHAT.

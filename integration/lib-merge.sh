@@ -1,8 +1,7 @@
 # shellcheck shell=bash
 # integration/lib-merge.sh: helpers for the merge-engine tests (test-merge-*.sh), sourced
 # after lib.sh. Uses only lib.sh's public functions and variables (it_*, mk_chain,
-# chain_pattern, qemu_io_check, hmp_write, nbd_write, stop_vm, start_*, $T, $LM, $IT_NBD),
-# and wraps the EXIT trap it_setup installs (see lm_setup).
+# chain_pattern, qemu_io_check, hmp_write, nbd_write, stop_vm, start_*, $T, $LM, $IT_NBD).
 #
 # lm_setup           it_setup + journals in $T/state + images in $T/img
 # lm / lm_expect     run build/livemerge against $LM_SOCK, keep stdout/stderr/exit status
@@ -23,29 +22,11 @@ lm_setup() {
 	mkdir -p "$T/img" "$T/state"
 	XDG_STATE_HOME=$T/state
 	export XDG_STATE_HOME
-	LM_UNDO=()
-	# Undo actions (chattr -i ...) must run before lib.sh's cleanup trap removes $T: run
-	# them first, then lib.sh's trap with the exit status it would have seen.
-	local old
-	old=$(trap -p EXIT)
-	old=${old#"trap -- '"}
-	old=${old%"' EXIT"}
-	[[ -n $old ]] || it_fail "lm_setup: lib.sh's it_setup installed no EXIT trap"
-	# shellcheck disable=SC2064,SC2154 # expand $old now; lm__rc is set when the trap runs
-	trap "lm__rc=\$?; set +e; lm__undo; (exit \$lm__rc); $old" EXIT
 }
 
-lm__undo() {
-	local c
-	for c in "${LM_UNDO[@]}"; do
-		eval "$c" >/dev/null 2>&1 || true
-	done
-	LM_UNDO=()
-}
-
-# lm_on_exit CMD: run CMD (a string, eval'ed) when the test ends, before $T is removed.
+# lm_on_exit CMD: lib.sh's it_on_exit (run CMD when the test ends, before $T is removed).
 lm_on_exit() {
-	LM_UNDO+=("$1")
+	it_on_exit "$1"
 }
 
 # ---------------------------------------------------------------- running livemerge

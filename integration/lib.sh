@@ -39,12 +39,13 @@ IT_MIB=1048576
 IT_VERDICT=
 IT_ERR=
 IT_SIGNAL=
+IT_UNDO=()
 T=
 
 # ---------------------------------------------------------------- internal helpers
 
 it__cleanup() {
-	local rc=$? f pid start reason
+	local rc=$? f pid start reason c
 	set +e
 	trap - ERR
 	if [[ -n $T && -d $T ]]; then
@@ -60,6 +61,12 @@ it__cleanup() {
 			it__wait_gone "$pid" 5 || { it__same_process "$pid" "$start" && kill -KILL "$pid" 2>/dev/null; }
 		done
 	fi
+	# the test's own undo actions (umount, chattr -i ...): after its processes are gone,
+	# before $T is removed
+	for c in "${IT_UNDO[@]}"; do
+		eval "$c" >/dev/null 2>&1
+	done
+	IT_UNDO=()
 	if [[ -z $IT_VERDICT ]]; then
 		reason=
 		[[ -n $T && -s $T/.fail-reason ]] && reason=$(head -n 1 "$T/.fail-reason")
@@ -236,6 +243,12 @@ it_fail() {
 # it_assert_eq ACTUAL EXPECTED MSG: fail with MSG and both values unless they are equal.
 it_assert_eq() {
 	[[ $1 == "$2" ]] || it_fail "$3: expected '$2', got '$1'"
+}
+
+# it_on_exit CMD: run CMD (a string, eval'ed, errors ignored) when the test ends, after the
+# processes it started are stopped and before $T is removed (umount, chattr -i ...).
+it_on_exit() {
+	IT_UNDO+=("$1")
 }
 
 # it_pass: end the test with "PASS name".
