@@ -131,6 +131,16 @@ static int cli_ssh_remove(const char *path, void *arg, struct lm_error *err)
 	return tr_ssh_file_remove(qmp_conn_transport(ctx->conn), path, err);
 }
 
+static long cli_ssh_read_head(const char *path, void *buf, size_t len,
+			      enum merge_file_kind *kind, void *arg, struct lm_error *err)
+{
+	struct cli_ctx *ctx = arg;
+
+	if (ctx->conn == NULL)
+		return lm_error_set(err, LM_ERR_EOF, "cannot read %s: not connected", path);
+	return merge_files_remote_read(qmp_conn_transport(ctx->conn), path, buf, len, kind, err);
+}
+
 const struct merge_fileops *cli_fileops(struct cli_ctx *ctx)
 {
 	static struct merge_fileops ops;
@@ -151,6 +161,7 @@ const struct merge_fileops *cli_fileops(struct cli_ctx *ctx)
 	}
 	ops.exists = cli_ssh_exists;
 	ops.remove = cli_ssh_remove;
+	ops.read_head = cli_ssh_read_head;
 	ops.arg = ctx;
 	ops.where = where;
 	return &ops;

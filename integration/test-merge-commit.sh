@@ -82,15 +82,20 @@ live_write vm vdd d 0xd1 8M 1M
 before=$(state_of "$LM_SOCK")
 lm_ok --json --dry-run commit vda vdb vdc vdd --delete
 # (then a blockdev-del per released overlay node: checked below)
-dry_cmds=$(jq -c 'select(.type == "command" and .execute != "blockdev-del") | [.execute, (.arguments["job-id"] // .arguments.id)]' "$T/lm.out" | jq -sc .)
+dry_cmds=$(jq -c 'select(.type == "command" and .execute != "blockdev-del") | [.execute, (.arguments["job-id"] // .arguments.id // .arguments["command-line"])]' "$T/lm.out" | jq -sc .)
+flushes=''
+for v in vda vdb vdc vdd; do flushes+=",[\"human-monitor-command\",\"qemu-io $(lm_node $v 1) flush\"]"; done
 want='[["block-commit","livemerge-commit-vda"],["block-commit","livemerge-commit-vdb"],["block-commit","livemerge-commit-vdc"],["block-commit","livemerge-commit-vdd"]'
 want+=',["job-complete","livemerge-commit-vda"],["job-complete","livemerge-commit-vdb"],["job-complete","livemerge-commit-vdc"],["job-complete","livemerge-commit-vdd"]'
+# each base is flushed before any finalize, and again (the new active layer) before --delete
+want+=$flushes
 want+=',["job-finalize","livemerge-commit-vda"],["job-finalize","livemerge-commit-vdb"],["job-finalize","livemerge-commit-vdc"],["job-finalize","livemerge-commit-vdd"]'
-want+=',["job-dismiss","livemerge-commit-vda"],["job-dismiss","livemerge-commit-vdb"],["job-dismiss","livemerge-commit-vdc"],["job-dismiss","livemerge-commit-vdd"]]'
+want+=',["job-dismiss","livemerge-commit-vda"],["job-dismiss","livemerge-commit-vdb"],["job-dismiss","livemerge-commit-vdc"],["job-dismiss","livemerge-commit-vdd"]'
+want+="$flushes]"
 it_assert_eq "$dry_cmds" "$want" "--dry-run commit: commands in order"
 it_assert_eq "$(jq -c 'select(.type == "command" and .execute == "block-commit") | .arguments | [."auto-finalize", ."auto-dismiss"]' "$T/lm.out" | sort -u)" \
 	'[false,false]' "--dry-run commit: block-commit holds the jobs (auto-finalize/auto-dismiss false)"
-it_assert_eq "$(jq -c 'select(.type == "command") | .execute' "$T/lm.out" | tail -n 4 | sort -u)" '"blockdev-del"' \
+it_assert_eq "$(jq -c 'select(.type == "command" and .execute != "human-monitor-command") | .execute' "$T/lm.out" | tail -n 4 | sort -u)" '"blockdev-del"' \
 	"--dry-run commit: the last 4 commands release the overlays' nodes"
 overlay_nodes=$(for v in vda vdb vdc vdd; do lm_node $v 0; done | sort | jq -R . | jq -sc .)
 it_assert_eq "$(jq -c 'select(.type == "command" and .execute == "blockdev-del") | .arguments."node-name"' "$T/lm.out" | jq -sc 'sort')" \

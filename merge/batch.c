@@ -144,6 +144,14 @@ static int bvm_ssh_remove(const char *path, void *arg, struct lm_error *err)
 	return tr_ssh_file_remove(qmp_conn_transport(v->conn), path, err);
 }
 
+static long bvm_ssh_read_head(const char *path, void *buf, size_t len,
+			      enum merge_file_kind *kind, void *arg, struct lm_error *err)
+{
+	struct bvm *v = arg;
+
+	return merge_files_remote_read(qmp_conn_transport(v->conn), path, buf, len, kind, err);
+}
+
 /* A VM reached over ssh has its image files on that host: check and delete
  * them there, through SFTP on the monitor's session. */
 static void bvm_remote_files(struct bvm *v, const char *target)
@@ -164,6 +172,7 @@ static void bvm_remote_files(struct bvm *v, const char *target)
 	}
 	v->files.exists = bvm_ssh_exists;
 	v->files.remove = bvm_ssh_remove;
+	v->files.read_head = bvm_ssh_read_head;
 	v->files.arg = v;
 	v->files.where = v->where;
 	v->req.files = &v->files;

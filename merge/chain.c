@@ -189,9 +189,10 @@ static const char *match_backing_node(struct decode *d, const char *file, int64_
 	return count_at_depth == 1 ? found_at_depth : NULL;
 }
 
-static int layer_fill(struct merge_layer *l, json_object *image, const char *node_name,
-		      int read_only)
+static int layer_fill(struct merge_layer *l, json_object *node, const char *node_name)
 {
+	json_object *image = jobj(node, "image", json_type_object);
+	json_object *cache = jobj(node, "cache", json_type_object);
 	const char *fn = jstr(image, "filename"), *fmt = jstr(image, "format");
 
 	if (fn == NULL || fmt == NULL)
@@ -201,7 +202,10 @@ static int layer_fill(struct merge_layer *l, json_object *image, const char *nod
 	l->virtual_size = jint(image, "virtual-size", -1);
 	l->backing_filename = dup_or_null(jstr(image, "backing-filename"));
 	l->node_name = dup_or_null(node_name);
-	l->read_only = read_only;
+	l->read_only = json_object_get_boolean(jobj(node, "ro", json_type_boolean));
+	l->cache_direct = json_object_get_boolean(jobj(cache, "direct", json_type_boolean));
+	l->cache_no_flush = json_object_get_boolean(jobj(cache, "no-flush", json_type_boolean));
+	l->detect_zeroes = dup_or_null(jstr(node, "detect_zeroes"));
 	if (l->filename == NULL || l->format == NULL)
 		return -1;
 	return 0;
@@ -234,8 +238,7 @@ static int disk_build_chain(struct decode *d, struct merge_disk *disk, const cha
 		}
 		l = &disk->layers[disk->nlayers++];
 		memset(l, 0, sizeof(*l));
-		if (layer_fill(l, image, cur,
-			       json_object_get_boolean(jobj(node, "ro", json_type_boolean))) < 0)
+		if (layer_fill(l, node, cur) < 0)
 			return lm_error_set(d->err, LM_ERR_PROTO,
 					    "image of node '%s' lacks filename or format", cur);
 		if (d->g != NULL) {
@@ -431,6 +434,7 @@ static void disk_clear(struct merge_disk *d)
 		free(d->layers[j].filename);
 		free(d->layers[j].format);
 		free(d->layers[j].backing_filename);
+		free(d->layers[j].detect_zeroes);
 	}
 	free(d->layers);
 	free(d->name);

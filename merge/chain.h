@@ -23,6 +23,9 @@ struct merge_layer {
 	int64_t virtual_size;
 	char *backing_filename; /* as written in the image header; NULL on the base */
 	int read_only;
+	/* its open options as QEMU reports them, for a reopen that keeps them */
+	int cache_direct, cache_no_flush;
+	char *detect_zeroes; /* "off", "on", "unmap"; NULL if not reported */
 };
 
 struct merge_disk {

@@ -26,11 +26,13 @@ enum g_phase {
 	P_START,    /* snapshot transaction or job starts in flight */
 	P_RUN,      /* jobs running; waiting until all can pivot */
 	P_COMPLETE, /* active jobs told to complete; waiting until all pending */
+	P_FLUSH,    /* all pending: flushing what the jobs wrote before any pivot */
 	P_FINALIZE, /* finalize sent to all: past the point of no return */
 	P_ABORT,    /* cancelling every job; waiting until all concluded */
 	P_CLEANUP,  /* reading the jobs' results, dismissing them */
 	P_VERIFY,   /* reading the chains again */
 	P_RELEASE,  /* releasing the nodes of layers that left the chains */
+	P_SETTLE,   /* flushing the rewritten headers, then deleting (if asked) */
 	P_DONE,
 };
 
@@ -54,6 +56,7 @@ struct gjob {
 	int vanished;     /* left QEMU's job list without a result */
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
 	int finalize_failed; /* QEMU refused its finalize: it will not end by itself */
+	int flush_via_hmp;   /* its last flush went out as an HMP command */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
 	char *error;
@@ -97,6 +100,9 @@ struct merge_group {
 
 	ev_timer space_timer; /* resumes jobs paused for lack of space */
 	double space_since;   /* when the first pause for space came, 0: none */
+
+	int flush_by_reopen; /* the QEMU has no HMP (storage daemon): flush by reopening */
+	json_object *left;   /* [{"disk","file","why"}]: layers --delete did not remove */
 
 	int unknown; /* whatever happens next, the end is MERGE_UNKNOWN */
 	int journal_failed;
@@ -201,6 +207,7 @@ static void g_unref(struct merge_group *g)
 	merge_chains_free(g->before);
 	merge_chains_free(g->after);
 	json_object_put(g->jobs_before);
+	json_object_put(g->left);
 	free(g);
 }
 
@@ -382,6 +389,8 @@ static json_object *g_result_json(struct merge_group *g)
 		json_object_array_add(disks, jd);
 	}
 	json_object_object_add(o, "disks", disks);
+	if (g->left != NULL)
+		json_object_object_add(o, "left", json_object_get(g->left));
 	if (g->outcome != MERGE_DONE && g->have_err) {
 		json_object *e = json_object_new_object();
 
@@ -431,26 +440,19 @@ static void g_finish(struct merge_group *g)
 
 /* ---- file helpers --------------------------------------------------------- */
 
+static const struct merge_fileops *g_files(struct merge_group *g)
+{
+	return g->req.files != NULL ? g->req.files : merge_files_local();
+}
+
 static int g_file_exists(struct merge_group *g, const char *path, struct lm_error *err)
 {
-	struct stat st;
-
-	if (g->req.files != NULL)
-		return g->req.files->exists(path, g->req.files->arg, err);
-	if (lstat(path, &st) == 0)
-		return 1;
-	if (errno == ENOENT)
-		return 0;
-	return lm_error_set(err, LM_ERR_IO, "cannot check %s: %s", path, strerror(errno));
+	return g_files(g)->exists(path, g_files(g)->arg, err);
 }
 
 static int g_file_remove(struct merge_group *g, const char *path, struct lm_error *err)
 {
-	if (g->req.files != NULL)
-		return g->req.files->remove(path, g->req.files->arg, err);
-	if (unlink(path) == 0 || errno == ENOENT)
-		return 0;
-	return lm_error_set(err, LM_ERR_IO, "cannot delete %s: %s", path, strerror(errno));
+	return g_files(g)->remove(path, g_files(g)->arg, err);
 }
 
 /* Remove the overlays this run created (never one that existed before). */
@@ -608,6 +610,56 @@ static json_object *g_intent(struct merge_group *g)
 
 /* ---- verify and finish ------------------------------------------------------ */
 
+/* Index, in the chain before, of the layer that received j's data: the top
+ * for a stream, the base for a commit. */
+static int g_receiving_layer(struct merge_group *g, struct gjob *j)
+{
+	return g->req.verb == MERGE_STREAM ? 0 : j->base;
+}
+
+/* Index, in the chain before, of the layer whose header names the new
+ * backing after the change: the top for a stream, the overlay above top
+ * for an intermediate commit, the base (now active, header unchanged) for
+ * an active commit. */
+static int g_rewritten_layer(struct merge_group *g, struct gjob *j)
+{
+	if (g->req.verb == MERGE_STREAM)
+		return 0;
+	return j->active ? j->base : j->top - 1;
+}
+
+static void g_leave(struct merge_group *g, struct gjob *j, const char *file, const char *why)
+{
+	json_object *o = json_object_new_object();
+
+	if (g->left == NULL)
+		g->left = json_object_new_array();
+	json_object_object_add(o, "disk", json_object_new_string(j->name));
+	json_object_object_add(o, "file", json_object_new_string(file));
+	json_object_object_add(o, "why", json_object_new_string(why));
+	json_object_array_add(g->left, o);
+	g_msg(g, "%s: left %s: %s", j->name, file, why);
+}
+
+static int g_in_any_chain(const struct merge_chains *ch, const char *file)
+{
+	int i, k;
+
+	for (i = 0; ch != NULL && i < ch->ndisks; i++)
+		for (k = 0; k < ch->disks[i].nlayers; k++)
+			if (strcmp(ch->disks[i].layers[k].filename, file) == 0)
+				return 1;
+	return 0;
+}
+
+/*
+ * Delete the layers that left the chains, each only after checking it on
+ * the host, not on QEMU's word: the image that now holds the data names the
+ * expected backing in its own header; the layer is in no chain now, is a
+ * regular file or block device (no symlink followed), holds the format the
+ * chain reported and names the layer below it as recorded before the
+ * operation. Anything else is left in place, with the reason.
+ */
 static void g_delete_removed(struct merge_group *g)
 {
 	int i, k;
@@ -616,21 +668,194 @@ static void g_delete_removed(struct merge_group *g)
 		struct gjob *j = &g->jobs[i];
 		const struct merge_disk *b = g_disk_before(g, j);
 		int from = g->req.verb == MERGE_COMMIT ? j->top : 1;
+		int rw = g_rewritten_layer(g, j), below = g->req.verb == MERGE_COMMIT && j->active
+								  ? j->base + 1 : j->base;
+		char why[600], line[700];
 
+		if (merge_image_verify(g_files(g), b->layers[rw].filename, b->layers[rw].format,
+				       below < b->nlayers ? b->layers[below].filename : NULL, why,
+				       sizeof(why)) < 0) {
+			snprintf(line, sizeof(line), "the image now holding the data, %s, is not as "
+				 "expected on disk: %s", b->layers[rw].filename, why);
+			for (k = from; k < j->base; k++)
+				g_leave(g, j, b->layers[k].filename, line);
+			continue;
+		}
 		for (k = from; k < j->base; k++) {
 			struct lm_error e;
 			const char *f = b->layers[k].filename;
 
+			if (g_in_any_chain(g->after, f)) {
+				g_leave(g, j, f, "it is still in a chain");
+				continue;
+			}
+			if (merge_image_verify(g_files(g), f, b->layers[k].format,
+					       k + 1 < b->nlayers ? b->layers[k + 1].filename : NULL,
+					       why, sizeof(why)) < 0) {
+				g_leave(g, j, f, why);
+				continue;
+			}
 			if (g_journal(g, "delete", j) < 0) {
-				g_msg(g, "%s: not deleting %s: %s", j->name, f, g->err.msg);
+				g_leave(g, j, f, g->err.msg);
 				continue;
 			}
 			if (g_file_remove(g, f, &e) < 0)
-				g_msg(g, "%s: %s", j->name, e.msg);
+				g_leave(g, j, f, e.msg);
 			else
 				g_msg(g, "%s: deleted %s", j->name, f);
 		}
 	}
+}
+
+/* ---- durability: flushes ---------------------------------------------------- */
+
+static void g_settled(struct merge_group *g)
+{
+	if (g->req.delete_removed && !g->req.dry_run)
+		g_delete_removed(g);
+	g_finish(g);
+}
+
+static void g_finalize_all(struct merge_group *g);
+static int g_flush_one(struct merge_group *g, struct gjob *j);
+
+static void g_flushed(struct merge_group *g, struct gjob *j, json_object *ret,
+		      const struct lm_error *err)
+{
+	const char *said = NULL;
+	char why[600];
+
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	if (g->phase != P_FLUSH && g->phase != P_SETTLE) {
+		g_step(g); /* the flush was overtaken by an abort */
+		return;
+	}
+	if (err != NULL && strcmp(err->qmp_class, "CommandNotFound") == 0 && j->flush_via_hmp) {
+		/* a storage daemon: no HMP; reopen the node instead */
+		g->flush_by_reopen = 1;
+		if (g_flush_one(g, j) < 0)
+			goto failed_send;
+		return;
+	}
+	why[0] = '\0';
+	if (err != NULL)
+		snprintf(why, sizeof(why), "%s", err->msg);
+	else if (j->flush_via_hmp && xl_flush_hmp_result(ret, &said) < 0)
+		snprintf(why, sizeof(why), "QEMU said: %.500s", said);
+	if (why[0] != '\0') {
+		if (g->phase == P_FLUSH) {
+			g_errorf(g, LM_ERR_FAILED, "%s: cannot flush what the job wrote to stable "
+				 "storage: %s", j->name, why);
+			g_abort(g);
+			g_step(g);
+			return;
+		}
+		/* past the pivot: the chains changed as asked, but the new backing
+		 * names may not be on disk yet; keep every layer */
+		g_errorf(g, LM_ERR_STATE, "%s: the merge is done, but QEMU could not flush the "
+			 "rewritten image header to stable storage: %s; no layer was deleted",
+			 j->name, why);
+		g->outcome = MERGE_UNKNOWN;
+		g->req.delete_removed = 0;
+	}
+	if (--g->outstanding > 0)
+		return;
+	if (g->phase == P_FLUSH)
+		g_finalize_all(g);
+	else
+		g_settled(g);
+	return;
+failed_send:
+	g_conn_lost(g, &g->err);
+}
+
+/* Send the flush of j's layer for the current phase: before the pivot, the
+ * layer the job wrote into (chain before); after it, the layer whose header
+ * was rewritten (chain after). */
+static int g_flush_one(struct merge_group *g, struct gjob *j)
+{
+	const struct merge_disk *d;
+	const struct merge_layer *l;
+	struct xl_cmd cmd = { 0 };
+	int idx, writing = g->phase == P_FLUSH;
+
+	if (writing) {
+		d = g_disk_before(g, j);
+		idx = g_receiving_layer(g, j);
+	} else if (g->req.dry_run) { /* nothing changed: name it as it was */
+		d = g_disk_before(g, j);
+		idx = g_rewritten_layer(g, j);
+	} else {
+		d = g_find_disk(g, j, g->after);
+		idx = g->req.verb == MERGE_COMMIT && !j->active ? j->top - 1 : 0;
+	}
+	if (d == NULL || idx >= d->nlayers) {
+		g_errorf(g, LM_ERR_STATE, "%s: cannot find the layer to flush", j->name);
+		return -1;
+	}
+	l = &d->layers[idx];
+	if (!g->flush_by_reopen)
+		cmd = xl_flush_hmp(l->node_name);
+	if (cmd.args == NULL) {
+		struct xl_node_opts o = {
+			.node = l->node_name,
+			.driver = l->format,
+			.file = l->file_node,
+			.backing = idx + 1 < d->nlayers ? d->layers[idx + 1].node_name : NULL,
+			.read_only = writing ? 0 : l->read_only,
+			.cache_direct = l->cache_direct,
+			.cache_no_flush = l->cache_no_flush,
+			.detect_zeroes = l->detect_zeroes,
+		};
+
+		if (l->node_name == NULL || l->file_node == NULL ||
+		    (idx + 1 < d->nlayers && o.backing == NULL)) {
+			g_errorf(g, LM_ERR_STATE, "%s: cannot flush %s: QEMU does not tell its "
+				 "nodes", j->name, l->filename);
+			return -1;
+		}
+		cmd = xl_flush_reopen(&o);
+	}
+	j->flush_via_hmp = strcmp(cmd.name, "human-monitor-command") == 0;
+	return g_send(g, cmd, 1, j, g_flushed);
+}
+
+/* Flush every job's data (P_FLUSH) or rewritten header (P_SETTLE); the
+ * next step runs when every flush answered. */
+static void g_flush_all(struct merge_group *g, enum g_phase phase)
+{
+	int i;
+
+	g->phase = phase;
+	g->outstanding = 1;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		if (g_flush_one(g, j) < 0) {
+			if (qmp_conn_error(g->c) != NULL) {
+				g_conn_lost(g, &g->err);
+				return;
+			}
+			if (phase == P_FLUSH) {
+				g_abort(g);
+				g_step(g);
+				return;
+			}
+			g->outcome = MERGE_UNKNOWN;
+			g->req.delete_removed = 0;
+			continue;
+		}
+		g->outstanding += !g->req.dry_run;
+	}
+	if (--g->outstanding > 0)
+		return;
+	if (phase == P_FLUSH)
+		g_finalize_all(g);
+	else
+		g_settled(g);
 }
 
 static void g_released(struct merge_group *g, struct gjob *j, json_object *ret,
@@ -646,9 +871,7 @@ static void g_released(struct merge_group *g, struct gjob *j, json_object *ret,
 	}
 	if (--g->outstanding > 0)
 		return;
-	if (g->req.delete_removed)
-		g_delete_removed(g);
-	g_finish(g);
+	g_flush_all(g, P_SETTLE);
 }
 
 /* Layers that left the chains may still be held open by QEMU when they
@@ -682,11 +905,8 @@ static void g_release_removed(struct merge_group *g)
 			}
 		}
 	}
-	if (--g->outstanding == 0) {
-		if (g->req.delete_removed && !g->req.dry_run)
-			g_delete_removed(g);
-		g_finish(g);
-	}
+	if (--g->outstanding == 0)
+		g_flush_all(g, P_SETTLE);
 	return;
 lost:
 	g_conn_lost(g, &g->err);
@@ -727,7 +947,7 @@ static void g_verified(struct merge_chains *ch, const struct lm_error *err, void
 		g->outcome = MERGE_UNKNOWN;
 	else if (expect_change && g->req.verb != MERGE_SNAPSHOT)
 		g_release_removed(g); /* dry run: announced only (test-group: test_dry_run_commit) */
-	if (g->phase != P_RELEASE)
+	if (g->phase != P_RELEASE && g->phase != P_SETTLE && !g->done)
 		g_finish(g);
 	g_unref(g);
 }
@@ -936,6 +1156,29 @@ static void g_started(struct merge_group *g, struct gjob *j, json_object *ret,
 	g_step(g);
 }
 
+/* Every job pending and its data flushed: finalize all, back to back. */
+static void g_finalize_all(struct merge_group *g)
+{
+	int i;
+
+	g->phase = P_FINALIZE;
+	g->outcome = MERGE_DONE;
+	g_msg(g, "finalizing every job back to back");
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		j->finalize_sent = 1;
+		if (g_send(g, xl_job_verb(XL_VERB_FINALIZE, j->job_id), 1, j, g_job_reply) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+	}
+	if (g->req.dry_run)
+		for (i = 0; i < g->n; i++)
+			g->jobs[i].st = XL_JOB_CONCLUDED;
+	g_step(g);
+}
+
 static void g_step(struct merge_group *g)
 {
 	int i, all_started = 1, any_failed = 0, all_ready = 1, all_pending = 1, all_ended = 1;
@@ -963,6 +1206,7 @@ static void g_step(struct merge_group *g)
 	switch (g->phase) {
 	case P_RUN:
 	case P_COMPLETE:
+	case P_FLUSH:
 		if (any_failed || g->cancel_requested) {
 			if (g->cancel_requested && !g->have_err)
 				g_errorf(g, LM_ERR_FAILED, "%s cancelled by request",
@@ -996,23 +1240,10 @@ static void g_step(struct merge_group *g)
 			return;
 		}
 		if (g->phase == P_COMPLETE && all_pending) {
-			g->phase = P_FINALIZE;
-			g->outcome = MERGE_DONE;
-			g_msg(g, "every job is pending: finalizing them back to back");
-			for (i = 0; i < g->n; i++) {
-				struct gjob *j = &g->jobs[i];
-
-				j->finalize_sent = 1;
-				if (g_send(g, xl_job_verb(XL_VERB_FINALIZE, j->job_id), 1, j,
-					   g_job_reply) < 0) {
-					g_conn_lost(g, &g->err);
-					return;
-				}
-			}
-			if (g->req.dry_run)
-				for (i = 0; i < g->n; i++)
-					g->jobs[i].st = XL_JOB_CONCLUDED;
-			g_step(g);
+			/* nothing may make a layer unnecessary before the data that
+			 * replaces it is on stable storage (test-durable) */
+			g_msg(g, "every job is pending: flushing what they wrote");
+			g_flush_all(g, P_FLUSH);
 		}
 		return;
 	case P_FINALIZE:

@@ -29,6 +29,7 @@
 #include "../qmp/conn.h"
 #include "../qmp/qga.h"
 #include "chain.h"
+#include "files.h"
 #include "journal.h"
 
 enum merge_verb { MERGE_SNAPSHOT, MERGE_COMMIT, MERGE_STREAM };
@@ -40,16 +41,6 @@ struct merge_target {
 	const char *top;     /* commit: layer merged down (NULL: the active layer) */
 	const char *base;    /* commit: layer merged into (NULL: the one below top);
 				stream: lowest layer kept (NULL: flatten the chain) */
-};
-
-/* How the engine reaches the VM's image files (default: this host's). */
-struct merge_fileops {
-	/* 1 exists, 0 does not, -1 cannot tell (err filled) */
-	int (*exists)(const char *path, void *arg, struct lm_error *err);
-	/* 0 removed (or already gone), -1 failed (err filled) */
-	int (*remove)(const char *path, void *arg, struct lm_error *err);
-	void *arg;
-	const char *where; /* the files' host, for messages (NULL: this host) */
 };
 
 struct merge_request {

@@ -30,24 +30,54 @@ void merge_journal_set_crash_point(const char *step)
 	crash_count = 0;
 }
 
+/* fsync the directory dir, so a file just created in it stays after a crash. */
+static int journal_sync_dir(const char *dir, struct lm_error *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return lm_error_set(err, LM_ERR_IO, "cannot open %s: %s", dir, strerror(errno));
+	r = fsync(fd);
+	close(fd);
+	if (r < 0)
+		return lm_error_set(err, LM_ERR_IO, "cannot sync %s: %s", dir, strerror(errno));
+	return 0;
+}
+
+/* mkdir path; when it was made, sync its parent so it stays after a crash. */
+static int journal_mkdir(char *path, struct lm_error *err)
+{
+	char *slash;
+	int r;
+
+	if (mkdir(path, 0700) < 0)
+		return errno == EEXIST ? 0
+				       : lm_error_set(err, LM_ERR_IO, "cannot create %s: %s", path,
+						      strerror(errno));
+	slash = strrchr(path, '/');
+	if (slash == NULL || slash == path)
+		return journal_sync_dir(slash == path ? "/" : ".", err);
+	*slash = '\0';
+	r = journal_sync_dir(path, err);
+	*slash = '/';
+	return r;
+}
+
 static int journal_mkdirs(char *path, struct lm_error *err)
 {
 	char *p;
+	int r;
 
 	for (p = path + 1; *p; p++) {
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-			lm_error_set(err, LM_ERR_IO, "cannot create %s: %s", path, strerror(errno));
-			*p = '/';
-			return -1;
-		}
+		r = journal_mkdir(path, err);
 		*p = '/';
+		if (r < 0)
+			return -1;
 	}
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
-		return lm_error_set(err, LM_ERR_IO, "cannot create %s: %s", path, strerror(errno));
-	return 0;
+	return journal_mkdir(path, err);
 }
 
 struct merge_journal *merge_journal_open(const char *dir, const char *target,
@@ -92,7 +122,16 @@ struct merge_journal *merge_journal_open(const char *dir, const char *target,
 		lm_error_set(err, LM_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
-	j->fd = open(j->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	j->fd = open(j->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+	if (j->fd >= 0) {
+		/* a new file: its name must survive a crash as its entries do */
+		if (journal_sync_dir(base, err) < 0) {
+			merge_journal_close(j);
+			return NULL;
+		}
+	} else if (errno == EEXIST) {
+		j->fd = open(j->path, O_RDWR | O_APPEND | O_CLOEXEC);
+	}
 	if (j->fd < 0) {
 		lm_error_set(err, LM_ERR_IO, "cannot open journal %s: %s", j->path, strerror(errno));
 		free(j->path);

@@ -196,6 +196,22 @@ static int rec_wait_jobs_end(struct rec *r, struct lm_error *err)
 }
 
 /* Cancel (before the pivot point) or finalize (after it) what is left. */
+/* 1 if one of the operation's jobs waits in pending (err: 0, decided later). */
+static int rec_has_pending(struct rec *r)
+{
+	json_object *jobs;
+	struct xl_job_info ji;
+	struct lm_error e;
+	int i, n = 0;
+
+	if (rec_jobs(r, &jobs, &e) < 0)
+		return 0;
+	for (i = 0; xl_query_jobs_entry(jobs, i, &ji) == 0; i++)
+		n += rec_is_ours(r, ji.id) && ji.status == XL_JOB_PENDING;
+	json_object_put(jobs);
+	return n > 0;
+}
+
 static int rec_drive_jobs(struct rec *r, int forward, struct lm_error *err)
 {
 	json_object *jobs;
@@ -301,31 +317,110 @@ static int rec_in_any_chain(const struct merge_chains *ch, const char *file)
 	return 0;
 }
 
+static const struct merge_fileops *rec_files(struct rec *r)
+{
+	return r->o->files != NULL ? r->o->files : merge_files_local();
+}
+
 static int rec_file_exists(struct rec *r, const char *path)
 {
 	struct lm_error e;
 
-	if (r->o->files != NULL)
-		return r->o->files->exists(path, r->o->files->arg, &e) == 1;
-	return access(path, F_OK) == 0;
+	return rec_files(r)->exists(path, rec_files(r)->arg, &e) == 1;
 }
 
 static int rec_remove_file(struct rec *r, const char *path)
 {
 	struct lm_error e;
 
-	if (r->o->files != NULL) {
-		if (r->o->files->remove(path, r->o->files->arg, &e) < 0) {
-			rec_msg(r, "%s", e.msg);
-			return -1;
-		}
-		return 0;
-	}
-	if (unlink(path) < 0 && errno != ENOENT) {
-		rec_msg(r, "cannot delete %s: %s", path, strerror(errno));
+	if (rec_files(r)->remove(path, rec_files(r)->arg, &e) < 0) {
+		rec_msg(r, "%s", e.msg);
 		return -1;
 	}
 	return 0;
+}
+
+/* ---- durability ------------------------------------------------------------- */
+
+/* Flush one layer to stable storage: HMP where the QEMU has it, else a
+ * reopen of the node with its own options (see xlate.h). */
+static int rec_flush_layer(struct rec *r, const struct merge_disk *d, int k, struct lm_error *err)
+{
+	const struct merge_layer *l = &d->layers[k];
+	struct xl_cmd cmd = xl_flush_hmp(l->node_name);
+	json_object *ret = NULL;
+	const char *said;
+	int rc;
+
+	if (cmd.args != NULL) {
+		rc = rec_exec(r, cmd, &ret, err);
+		if (rc == 0) {
+			rc = xl_flush_hmp_result(ret, &said);
+			if (rc < 0)
+				lm_error_set(err, LM_ERR_QMP, "QEMU said: %.400s", said);
+			json_object_put(ret);
+			return rc;
+		}
+		if (strcmp(err->qmp_class, "CommandNotFound") != 0)
+			return -1;
+	}
+	if (l->node_name == NULL || l->file_node == NULL ||
+	    (k + 1 < d->nlayers && d->layers[k + 1].node_name == NULL))
+		return lm_error_set(err, LM_ERR_STATE, "QEMU does not tell the nodes of %s",
+				    l->filename);
+	{
+		struct xl_node_opts o = {
+			.node = l->node_name,
+			.driver = l->format,
+			.file = l->file_node,
+			.backing = k + 1 < d->nlayers ? d->layers[k + 1].node_name : NULL,
+			.read_only = l->read_only,
+			.cache_direct = l->cache_direct,
+			.cache_no_flush = l->cache_no_flush,
+			.detect_zeroes = l->detect_zeroes,
+		};
+
+		return rec_exec(r, xl_flush_reopen(&o), NULL, err);
+	}
+}
+
+/* Flush every writable layer of the journaled disks' live chains: what a
+ * job wrote before a finalize, what a finalize rewrote before a deletion. */
+static int rec_flush_disks(struct rec *r, json_object *disks, struct lm_error *err)
+{
+	struct merge_chains *ch = rec_chains(r, err);
+	size_t i;
+	int k, rc = 0;
+
+	if (ch == NULL)
+		return -1;
+	for (i = 0; rc == 0 && i < json_object_array_length(disks); i++) {
+		const struct merge_disk *md = rec_find(ch, json_object_array_get_idx(disks, i));
+
+		for (k = 0; rc == 0 && md != NULL && k < md->nlayers; k++)
+			if (!md->layers[k].read_only && (rc = rec_flush_layer(r, md, k, err)) < 0)
+				lm_error_prefix(err, "%s: cannot flush %s: ", md->name,
+						md->layers[k].filename);
+	}
+	merge_chains_free(ch);
+	return rc;
+}
+
+/* 1 if the disk's live chain is, on disk, what QEMU says: every qcow2
+ * layer's own header names the layer below it. */
+static int rec_chain_on_disk(struct rec *r, const struct merge_disk *md, char *why, size_t len)
+{
+	char w[600];
+	int k;
+
+	for (k = 0; k + 1 < md->nlayers; k++) {
+		if (merge_image_verify(rec_files(r), md->layers[k].filename, md->layers[k].format,
+				       md->layers[k + 1].filename, w, sizeof(w)) < 0) {
+			snprintf(why, len, "%s in the live chain: %s", md->layers[k].filename, w);
+			return 0;
+		}
+	}
+	return 1;
 }
 
 static void rec_qga_cb(struct qga *q, json_object *ret, const struct lm_error *err, void *arg)
@@ -372,6 +467,29 @@ static void rec_thaw(struct rec *r)
 			json_object_get_int(w.ret) == 1 ? "" : "s");
 	json_object_put(w.ret);
 	qga_free(q);
+}
+
+/* Check file, one of disk d's journaled layers to remove, on the host: in
+ * the chain the journal recorded before the operation, a regular file or
+ * block device (no symlink), a qcow2 naming the layer below it as
+ * recorded. 0, or -1 with why. */
+static int rec_removable(struct rec *r, json_object *d, const char *file, char *why, size_t len)
+{
+	json_object *before = rec_arr(d, "before");
+	size_t n = before ? json_object_array_length(before) : 0, k;
+
+	for (k = 0; k < n; k++)
+		if (strcmp(json_object_get_string(json_object_array_get_idx(before, k)), file) == 0)
+			break;
+	if (k == n) {
+		snprintf(why, len, "it is not in the chain the journal recorded before the operation");
+		return -1;
+	}
+	return merge_image_verify(rec_files(r), file, "qcow2",
+				  k + 1 < n ? json_object_get_string(
+						      json_object_array_get_idx(before, k + 1))
+					    : NULL,
+				  why, len);
 }
 
 int merge_journal_unfinished_has(struct merge_journal *j, const char *step)
@@ -424,6 +542,11 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 			rec_thaw(&r);
 	} else {
 		forward = rec_has_step(&r, "finalize");
+		/* nothing pivots before what the jobs wrote is on stable storage */
+		if (forward && rec_has_pending(&r) && rec_flush_disks(&r, disks, err) < 0) {
+			out = MERGE_UNKNOWN;
+			goto out;
+		}
 		if (rec_drive_jobs(&r, forward, err) < 0)
 			goto conn_failed;
 	}
@@ -470,10 +593,19 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 		out = MERGE_UNKNOWN;
 		goto out;
 	}
+	/* what a finalize rewrote is on stable storage before anything goes,
+	 * and before the operation is marked finished */
+	if (changed > 0 && rec_flush_disks(&r, disks, err) < 0) {
+		out = MERGE_UNKNOWN;
+		goto out;
+	}
 	for (i = 0; (size_t)i < json_object_array_length(disks); i++) {
 		json_object *d = json_object_array_get_idx(disks, (size_t)i);
 		const struct merge_disk *md = rec_find(ch, d);
 		json_object *rm = rec_arr(d, "remove"), *v;
+		int want_delete = json_object_object_get_ex(r.intent, "delete", &v) &&
+				  json_object_get_boolean(v);
+		char why[700];
 		size_t k;
 
 		if (strcmp(verb, "snapshot") == 0) {
@@ -489,6 +621,11 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 		}
 		if (!rec_chain_is(md, rec_arr(d, "expect")))
 			continue;
+		if (want_delete && rm != NULL && json_object_array_length(rm) > 0 &&
+		    !rec_chain_on_disk(&r, md, why, sizeof(why))) {
+			rec_msg(&r, "%s: deleting nothing: %s", rec_str(d, "disk"), why);
+			want_delete = 0;
+		}
 		for (k = 0; rm && k < json_object_array_length(rm); k++) {
 			json_object *l = json_object_array_get_idx(rm, k);
 			const char *node = rec_str(l, "node"), *fnode = rec_str(l, "file-node");
@@ -500,9 +637,11 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 				rec_exec(&r, xl_node_release(node), NULL, &e);
 			if (fnode != NULL && fnode[0] != '#' && merge_chains_has_node(ch, fnode))
 				rec_exec(&r, xl_node_release(fnode), NULL, &e);
-			if (json_object_object_get_ex(r.intent, "delete", &v) &&
-			    json_object_get_boolean(v) && file != NULL && !rec_in_any_chain(ch, file) &&
-			    rec_remove_file(&r, file) == 0)
+			if (!want_delete || file == NULL || rec_in_any_chain(ch, file))
+				continue;
+			if (rec_removable(&r, d, file, why, sizeof(why)) < 0)
+				rec_msg(&r, "%s: left %s: %s", rec_str(d, "disk"), file, why);
+			else if (rec_remove_file(&r, file) == 0)
 				rec_msg(&r, "%s: deleted %s", rec_str(d, "disk"), file);
 		}
 	}

@@ -3,6 +3,7 @@
  */
 #include "xlate.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *const xl_status_names[] = {
@@ -124,6 +125,65 @@ struct xl_cmd xl_node_release(const char *node)
 
 	xl_add_str(c.args, "node-name", node);
 	return c;
+}
+
+struct xl_cmd xl_flush_hmp(const char *node)
+{
+	struct xl_cmd c = { "human-monitor-command", NULL, "flush" };
+	char line[300];
+	const char *p;
+
+	/* QEMU's node names are letters, digits, '-', '.', '_' (and '#' for its
+	 * own); anything else could smuggle words onto the command line */
+	if (node == NULL || *node == '\0' || strlen(node) > 200)
+		return c;
+	for (p = node; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '#'))
+			return c;
+	snprintf(line, sizeof(line), "qemu-io %s flush", node);
+	c.args = json_object_new_object();
+	xl_add_str(c.args, "command-line", line);
+	return c;
+}
+
+static int xl_is_cow(const char *driver)
+{
+	return driver != NULL &&
+	       (strcmp(driver, "qcow2") == 0 || strcmp(driver, "qed") == 0 ||
+		strcmp(driver, "vmdk") == 0 || strcmp(driver, "qcow") == 0);
+}
+
+struct xl_cmd xl_flush_reopen(const struct xl_node_opts *o)
+{
+	struct xl_cmd c = { "blockdev-reopen", json_object_new_object(), "flush" };
+	json_object *opts = json_object_new_object(), *cache = json_object_new_object();
+	json_object *list = json_object_new_array();
+
+	xl_add_str(opts, "driver", o->driver);
+	xl_add_str(opts, "node-name", o->node);
+	if (o->file != NULL)
+		xl_add_str(opts, "file", o->file);
+	if (xl_is_cow(o->driver))
+		json_object_object_add(opts, "backing",
+				       o->backing ? json_object_new_string(o->backing) : NULL);
+	json_object_object_add(opts, "read-only", json_object_new_boolean(o->read_only));
+	json_object_object_add(cache, "direct", json_object_new_boolean(o->cache_direct));
+	json_object_object_add(cache, "no-flush", json_object_new_boolean(o->cache_no_flush));
+	json_object_object_add(opts, "cache", cache);
+	if (o->detect_zeroes != NULL)
+		xl_add_str(opts, "detect-zeroes", o->detect_zeroes);
+	json_object_array_add(list, opts);
+	json_object_object_add(c.args, "options", list);
+	return c;
+}
+
+int xl_flush_hmp_result(json_object *ret, const char **said)
+{
+	const char *s = json_object_is_type(ret, json_type_string) ? json_object_get_string(ret) : NULL;
+
+	*said = s ? s : "(no text)";
+	return s != NULL && s[strspn(s, " \r\n\t")] == '\0' ? 0 : -1;
 }
 
 struct xl_cmd xl_job_verb(enum xl_job_verb verb, const char *job_id)

@@ -57,6 +57,32 @@ struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *b
 /* Drop a node the monitor added (-blockdev) once nothing uses it. */
 struct xl_cmd xl_node_release(const char *node);
 
+/*
+ * Flush one node to stable storage: its cached metadata (a qcow2's L2 and
+ * refcount tables) is written and its file synced, so what a job copied
+ * into it survives QEMU dying. Two means, by what the QEMU offers:
+ *  - xl_flush_hmp: qemu-system's HMP "qemu-io NODE flush" flushes that node
+ *    alone and changes nothing; the guest runs on. args NULL (the caller
+ *    falls back) when the node name is unfit for an HMP command line.
+ *  - xl_flush_reopen: qemu-storage-daemon has no HMP; a blockdev-reopen of
+ *    the node with its own options flushes it before anything else (QEMU's
+ *    bdrv_reopen_prepare). Options QEMU does not report (discard, a qcow2's
+ *    cache sizes) return to their defaults.
+ */
+struct xl_node_opts {
+	const char *node, *driver;
+	const char *file;    /* the protocol child's node name */
+	const char *backing; /* the backing child's node name, NULL: none */
+	int read_only, cache_direct, cache_no_flush;
+	const char *detect_zeroes; /* NULL: QEMU's default */
+};
+struct xl_cmd xl_flush_hmp(const char *node);
+struct xl_cmd xl_flush_reopen(const struct xl_node_opts *o);
+
+/* What an HMP flush answered: 0 when it printed nothing (done), else -1 and
+ * *said is its text (borrowed from ret). */
+int xl_flush_hmp_result(json_object *ret, const char **said);
+
 /* Guest agent: freeze or thaw every filesystem, or ask which it is. */
 struct xl_cmd xl_guest_freeze(void);
 struct xl_cmd xl_guest_thaw(void);

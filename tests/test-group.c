@@ -909,6 +909,13 @@ static void s_dismiss(struct fixture *fx, const char *job)
 	fq_reply_return(fx->fq, "{}");
 }
 
+/* A flush through HMP, answered as qemu-system does: with nothing. */
+static void s_flush(struct fixture *fx)
+{
+	fq_expect(fx->fq, "human-monitor-command", NULL);
+	fq_reply_return(fx->fq, "\"\"");
+}
+
 static void s_release(struct fixture *fx, const char *node)
 {
 	char args[256];
@@ -962,6 +969,8 @@ static void s_tail_from_ready(struct fixture *fx)
 	s_complete(fx, JB);
 	s_pending(fx, JV);
 	s_pending(fx, JB);
+	s_flush(fx);
+	s_flush(fx);
 	s_finalize_both(fx);
 	fq_command(fx->fq, "query-jobs", NULL, both_concluded);
 	s_dismiss(fx, JV);
@@ -971,6 +980,8 @@ static void s_tail_from_ready(struct fixture *fx)
 	s_release(fx, "vda-file");
 	s_release(fx, "vdb-top");
 	s_release(fx, "vdb-file");
+	s_flush(fx);
+	s_flush(fx);
 }
 
 /* The rollback end: results read, both dismissed, chains as before. */
@@ -986,8 +997,10 @@ static void s_rollback_tail(struct fixture *fx, const char *jobs_json, int dismi
 }
 
 static const char happy_cmds[] = "block-commit,block-commit,job-complete,job-complete,"
+				 "human-monitor-command,human-monitor-command,"
 				 "job-finalize,job-finalize,job-dismiss,job-dismiss,"
-				 "blockdev-del,blockdev-del,blockdev-del,blockdev-del";
+				 "blockdev-del,blockdev-del,blockdev-del,blockdev-del,"
+				 "human-monitor-command,human-monitor-command";
 
 static const char rollback_status[] = "created,running,ready,aborting,concluded,null";
 
@@ -1052,12 +1065,18 @@ static void check_happy_result(struct fixture *fx)
 	assert_string_equal(cmd_arg(fx, 0, "base-node"), fx->na_base);
 	assert_string_equal(cmd_arg(fx, 1, "job-id"), JB);
 	assert_string_equal(cmd_arg(fx, 1, "base-node"), fx->nb[1]);
-	assert_string_equal(cmd_arg(fx, 4, "id"), JV);
-	assert_string_equal(cmd_arg(fx, 5, "id"), JB);
+	/* what the jobs wrote (each base) is flushed before any finalize */
+	snprintf(want, sizeof(want), "qemu-io %s flush", fx->na_base);
+	assert_string_equal(cmd_arg(fx, 4, "command-line"), want);
+	snprintf(want, sizeof(want), "qemu-io %s flush", fx->nb[1]);
+	assert_string_equal(cmd_arg(fx, 5, "command-line"), want);
+	assert_string_equal(cmd_arg(fx, 6, "id"), JV);
+	assert_string_equal(cmd_arg(fx, 7, "id"), JB);
 	assert_statuses(fx, "vda", JV, "created,running,ready,waiting,pending,concluded,null");
 	assert_statuses(fx, "vdb", JB, "created,running,ready,waiting,pending,concluded,null");
 	assert_msg(fx, "every job is ready: completing them");
-	assert_msg(fx, "every job is pending: finalizing them back to back");
+	assert_msg(fx, "every job is pending: flushing what they wrote");
+	assert_msg(fx, "finalizing every job back to back");
 	/* the chains in the result are the ones read back after the pivot */
 	assert_result_chain(fx, "vda", after.d[0].l[0].file);
 	snprintf(want, sizeof(want), "%s,%s,%s", fx->fb[1], fx->fb[2], fx->fb[3]);
@@ -1120,6 +1139,8 @@ static void test_commit_pending_before_other_ready(void **state)
 	s_ready(fx, JV);
 	s_complete(fx, JV);
 	s_pending(fx, JV);
+	s_flush(fx);
+	s_flush(fx);
 	s_finalize_both(fx);
 	fq_command(fx->fq, "query-jobs", NULL, both_concluded);
 	s_dismiss(fx, JV);
@@ -1128,11 +1149,18 @@ static void test_commit_pending_before_other_ready(void **state)
 	s_release(fx, "vda-top");
 	s_release(fx, "vda-file");
 	/* b.2's nodes were QEMU's own (#blockNNN): nothing to release */
+	s_flush(fx);
+	s_flush(fx);
 	fx_start(fx, &req);
 	fx_finish(fx, 10);
 	assert_result(fx, "commit", MERGE_DONE);
-	assert_cmds(fx, "block-commit,block-commit,job-complete,job-finalize,job-finalize,"
-			"job-dismiss,job-dismiss,blockdev-del,blockdev-del");
+	assert_cmds(fx, "block-commit,block-commit,job-complete,human-monitor-command,"
+			"human-monitor-command,job-finalize,job-finalize,job-dismiss,job-dismiss,"
+			"blockdev-del,blockdev-del,human-monitor-command,human-monitor-command");
+	/* an intermediate commit rewrote the header of the layer above top: that
+	 * one is flushed after the pivot (vdb's active layer) */
+	snprintf(want, sizeof(want), "qemu-io %s flush", fx->nb[0]);
+	assert_string_equal(cmd_arg(fx, 12, "command-line"), want);
 	assert_statuses(fx, "vdb", JB, "created,running,waiting,pending,concluded,null");
 	snprintf(want, sizeof(want), "%s,%s,%s", fx->fb[0], fx->fb[2], fx->fb[3]);
 	assert_result_chain(fx, "vdb", want);
@@ -1453,6 +1481,8 @@ static void test_commit_finalize_error(void **state)
 	s_complete(fx, JB);
 	s_pending(fx, JV);
 	s_pending(fx, JB);
+	s_flush(fx);
+	s_flush(fx);
 	h1 = s_verb(fx, "job-finalize", JV);
 	h2 = s_verb(fx, "job-finalize", JB);
 	s_concluded(fx, JV);
@@ -1466,7 +1496,8 @@ static void test_commit_finalize_error(void **state)
 	assert_result(fx, "commit", MERGE_UNKNOWN);
 	assert_contains(fx->err.msg, "vdb");
 	assert_contains(fx->err.msg, "not found");
-	assert_cmds(fx, "block-commit,block-commit,job-complete,job-complete,job-finalize,"
+	assert_cmds(fx, "block-commit,block-commit,job-complete,job-complete,"
+			"human-monitor-command,human-monitor-command,job-finalize,"
 			"job-finalize,job-dismiss");
 }
 
@@ -1598,8 +1629,10 @@ static void test_leftover_concluded_dismissed(void **state)
 	fx_finish(fx, 10);
 	assert_result(fx, "commit", MERGE_DONE);
 	assert_cmds(fx, "job-dismiss,block-commit,block-commit,job-complete,job-complete,"
+			"human-monitor-command,human-monitor-command,"
 			"job-finalize,job-finalize,job-dismiss,job-dismiss,"
-			"blockdev-del,blockdev-del,blockdev-del,blockdev-del");
+			"blockdev-del,blockdev-del,blockdev-del,blockdev-del,"
+			"human-monitor-command,human-monitor-command");
 	assert_msg(fx, "dismissing leftover concluded job " JV " (Operation canceled)");
 }
 
@@ -1611,7 +1644,58 @@ struct fops {
 	int checked;
 	char removed[4][256];
 	int nremoved;
+	/* what read_head finds: path, its kind, the backing its qcow2 header names
+	 * (NULL: none; "" with text set: not an image at all) */
+	struct {
+		const char *path, *backing, *text;
+		enum merge_file_kind kind;
+	} head[8];
+	int nhead;
 };
+
+static void fops_head(struct fops *f, const char *path, enum merge_file_kind kind,
+		      const char *backing, const char *text)
+{
+	f->head[f->nhead].path = path;
+	f->head[f->nhead].kind = kind;
+	f->head[f->nhead].backing = backing;
+	f->head[f->nhead++].text = text;
+}
+
+/* A qcow2 v3 header naming backing at offset 512, as qemu-img writes it. */
+static long fops_read_head(const char *path, void *buf, size_t len, enum merge_file_kind *kind,
+			   void *arg, struct lm_error *err)
+{
+	struct fops *f = arg;
+	unsigned char *p = buf;
+	int i;
+
+	(void)err;
+	*kind = MERGE_FILE_NONE;
+	for (i = 0; i < f->nhead && strcmp(f->head[i].path, path) != 0; i++)
+		;
+	if (i == f->nhead)
+		return 0;
+	*kind = f->head[i].kind;
+	if (*kind != MERGE_FILE_REGULAR && *kind != MERGE_FILE_BLOCK)
+		return 0;
+	assert_true(len >= 1024);
+	memset(p, 0, 1024);
+	if (f->head[i].text != NULL) {
+		memcpy(p, f->head[i].text, strlen(f->head[i].text));
+		return (long)strlen(f->head[i].text);
+	}
+	memcpy(p, "QFI\xfb\0\0\0\3", 8);
+	p[103] = 104; /* header length */
+	if (f->head[i].backing != NULL) {
+		size_t n = strlen(f->head[i].backing);
+
+		p[14] = 2; /* backing name at 512 */
+		p[19] = (unsigned char)n;
+		memcpy(p + 512, f->head[i].backing, n);
+	}
+	return 1024;
+}
 
 static int fops_exists(const char *path, void *arg, struct lm_error *err)
 {
@@ -1662,7 +1746,7 @@ static void test_snapshot_two_disks(void **state)
 					   { .disk = "vdb", .overlay = pb } };
 	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 2, .targets = t };
 	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { fops_exists, fops_remove, &fo, NULL };
+	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove, .arg = &fo };
 	struct tvm after = fx->vm;
 	json_object *actions, *d, *nn;
 
@@ -1777,7 +1861,7 @@ static void test_dry_run_commit(void **state)
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
 	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { fops_exists, fops_remove, &fo, NULL };
+	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove, .arg = &fo };
 	json_object *v;
 
 	req.dry_run = 1;
@@ -1791,7 +1875,7 @@ static void test_dry_run_commit(void **state)
 	/* the whole sequence a real run sends, the releases included */
 	assert_cmds(fx, happy_cmds);
 	assert_string_equal(cmd_arg(fx, 0, "job-id"), JV);
-	assert_string_equal(cmd_arg(fx, 8, "node-name"), "vda-top");
+	assert_string_equal(cmd_arg(fx, 10, "node-name"), "vda-top");
 	assert_true(json_object_object_get_ex(fx->result, "dry-run", &v));
 	assert_true(json_object_get_boolean(v));
 	assert_int_equal(fo.nremoved, 0);
@@ -1804,10 +1888,18 @@ static void test_commit_delete_removed(void **state)
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
 	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { fops_exists, fops_remove, &fo, NULL };
+	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove,
+				     .read_head = fops_read_head, .arg = &fo };
 
 	req.delete_removed = 1;
 	req.files = &ops;
+	/* on disk: each removed layer names the layer below it; each base,
+	 * now the active layer, names what it named before */
+	fops_head(&fo, "/tmp/lm-fixtures/a.1.qcow2", MERGE_FILE_REGULAR,
+		  "/tmp/lm-fixtures/a.0.qcow2", NULL);
+	fops_head(&fo, "/tmp/lm-fixtures/a.0.qcow2", MERGE_FILE_REGULAR, NULL, NULL);
+	fops_head(&fo, fx->fb[0], MERGE_FILE_REGULAR, fx->fb[1], NULL);
+	fops_head(&fo, fx->fb[1], MERGE_FILE_REGULAR, fx->fb[2], NULL);
 	s_begin(fx, "[]");
 	s_start_both(fx);
 	s_ready(fx, JV);
@@ -1820,6 +1912,75 @@ static void test_commit_delete_removed(void **state)
 	assert_string_equal(fo.removed[0], "/tmp/lm-fixtures/a.1.qcow2");
 	assert_string_equal(fo.removed[1], fx->fb[0]);
 	assert_msg(fx, "vda: deleted /tmp/lm-fixtures/a.1.qcow2");
+	assert_null(json_object_object_get(fx->result, "left"));
+}
+
+/* --delete on QEMU's word alone deletes nothing: a layer that is a symlink,
+ * a text file, or a qcow2 whose header names another backing is left in
+ * place with the reason; the merge itself still succeeds. */
+static void delete_refused(void **state, const char *which, const char *why)
+{
+	struct fixture *fx = *state;
+	struct merge_request req = commit_req(both, 2);
+	struct fops fo = { .nexists = 0 };
+	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove,
+				     .read_head = fops_read_head, .arg = &fo };
+	const char *a1 = "/tmp/lm-fixtures/a.1.qcow2";
+	json_object *left, *l0;
+
+	req.delete_removed = 1;
+	req.files = &ops;
+	fops_head(&fo, "/tmp/lm-fixtures/a.0.qcow2", MERGE_FILE_REGULAR, NULL, NULL);
+	fops_head(&fo, fx->fb[0], MERGE_FILE_REGULAR, fx->fb[1], NULL);
+	fops_head(&fo, fx->fb[1], MERGE_FILE_REGULAR, fx->fb[2], NULL);
+	if (strcmp(which, "symlink") == 0) {
+		fops_head(&fo, a1, MERGE_FILE_SYMLINK, NULL, NULL);
+	} else if (strcmp(which, "text") == 0) {
+		fops_head(&fo, a1, MERGE_FILE_REGULAR, NULL, "root:x:0:0:root:/root:/bin/bash\n");
+	} else if (strcmp(which, "other-backing") == 0) {
+		fops_head(&fo, a1, MERGE_FILE_REGULAR, "/etc/other.qcow2", NULL);
+	} else { /* the base, now active, names a backing it never had */
+		fo.head[0].backing = "/tmp/lm-fixtures/elsewhere.qcow2";
+		fops_head(&fo, a1, MERGE_FILE_REGULAR, "/tmp/lm-fixtures/a.0.qcow2", NULL);
+	}
+	s_begin(fx, "[]");
+	s_start_both(fx);
+	s_ready(fx, JV);
+	s_ready(fx, JB);
+	s_tail_from_ready(fx);
+	fx_start(fx, &req);
+	fx_finish(fx, 10);
+	check_happy_result(fx);
+	/* vdb's layer passed every check and went; vda's stayed, with the reason */
+	assert_int_equal(fo.nremoved, 1);
+	assert_string_equal(fo.removed[0], fx->fb[0]);
+	assert_true(json_object_object_get_ex(fx->result, "left", &left));
+	assert_int_equal(json_object_array_length(left), 1);
+	l0 = json_object_array_get_idx(left, 0);
+	assert_string_equal(json_object_get_string(json_object_object_get(l0, "file")), a1);
+	assert_contains(json_object_get_string(json_object_object_get(l0, "why")), why);
+	assert_msg(fx, "vda: left /tmp/lm-fixtures/a.1.qcow2");
+}
+
+static void test_delete_refused_symlink(void **state)
+{
+	delete_refused(state, "symlink", "it is a symbolic link");
+}
+
+static void test_delete_refused_text(void **state)
+{
+	delete_refused(state, "text", "it holds no qcow2 header");
+}
+
+static void test_delete_refused_other_backing(void **state)
+{
+	delete_refused(state, "other-backing",
+		       "its header names backing file /etc/other.qcow2, expected /tmp/lm-fixtures/a.0.qcow2");
+}
+
+static void test_delete_refused_result_unverified(void **state)
+{
+	delete_refused(state, "base", "the image now holding the data, /tmp/lm-fixtures/a.0.qcow2");
 }
 
 static void test_dry_run_snapshot(void **state)
@@ -1909,8 +2070,10 @@ static void test_enospc_wait_resumes(void **state)
 	/* resumed on the 2 s timer, not at once */
 	assert_true(ev_now(fx->loop) - t0 >= 1.9);
 	assert_cmds(fx, "block-commit,block-commit,job-resume,job-complete,job-complete,"
+			"human-monitor-command,human-monitor-command,"
 			"job-finalize,job-finalize,job-dismiss,job-dismiss,"
-			"blockdev-del,blockdev-del,blockdev-del,blockdev-del");
+			"blockdev-del,blockdev-del,blockdev-del,blockdev-del,"
+			"human-monitor-command,human-monitor-command");
 	assert_msg(fx, "it resumes by itself");
 	assert_msg(fx, "after 524288 of 1048576 bytes (50%)");
 	assert_statuses(fx, "vda", JV,
@@ -1961,8 +2124,9 @@ static void test_adopt_running_jobs(void **state)
 	fx_start(fx, &req);
 	fx_finish(fx, 10);
 	assert_result(fx, "commit", MERGE_DONE);
-	assert_cmds(fx, "job-complete,job-complete,job-finalize,job-finalize,job-dismiss,"
-			"job-dismiss,blockdev-del,blockdev-del,blockdev-del,blockdev-del");
+	assert_cmds(fx, "job-complete,job-complete,human-monitor-command,human-monitor-command,"
+			"job-finalize,job-finalize,job-dismiss,job-dismiss,blockdev-del,blockdev-del,"
+			"blockdev-del,blockdev-del,human-monitor-command,human-monitor-command");
 	assert_msg(fx, "vda: taking over job " JV " (running)");
 	assert_msg(fx, "vdb: taking over job " JB " (ready)");
 }
@@ -2006,7 +2170,7 @@ static void test_journal_steps(void **state)
 	static const char *const step_of[][2] = {
 		{ "block-commit", "start" },  { "job-complete", "complete" },
 		{ "job-finalize", "finalize" }, { "job-dismiss", "dismiss" },
-		{ "blockdev-del", "release" },
+		{ "blockdev-del", "release" }, { "human-monitor-command", "flush" },
 	};
 	struct jcheck jc_start = { fx, "start", "vda", 0 }, jc_fin = { fx, "finalize", "vdb", 0 };
 	json_object *entries = NULL, *intent, *v, *disks, *d0;
@@ -2030,6 +2194,8 @@ static void test_journal_steps(void **state)
 	s_complete(fx, JB);
 	s_pending(fx, JV);
 	s_pending(fx, JB);
+	s_flush(fx);
+	s_flush(fx);
 	{
 		int h1 = s_verb(fx, "job-finalize", JV);
 		int h2 = s_verb(fx, "job-finalize", JB);
@@ -2051,6 +2217,8 @@ static void test_journal_steps(void **state)
 		s_release(fx, "vda-file");
 		s_release(fx, "vdb-top");
 		s_release(fx, "vdb-file");
+		s_flush(fx);
+		s_flush(fx);
 	}
 	fx_start(fx, &req);
 	fx_finish(fx, 10);
@@ -2211,6 +2379,10 @@ int main(void)
 		T(test_dry_run_commit),
 		T(test_dry_run_snapshot),
 		T(test_commit_delete_removed),
+		T(test_delete_refused_symlink),
+		T(test_delete_refused_text),
+		T(test_delete_refused_other_backing),
+		T(test_delete_refused_result_unverified),
 		T(test_enospc_cancels_all),
 		T(test_enospc_wait_resumes),
 		T(test_enospc_wait_budget_spent),

@@ -1748,14 +1748,63 @@ static int sftp_fail_session(struct ssh_sess *s, struct tr_ssh *c, int rc, const
 	return sess_err_to(s, c, err);
 }
 
-enum sftp_job { SFTP_EXISTS, SFTP_REMOVE };
+enum sftp_job { SFTP_EXISTS, SFTP_REMOVE, SFTP_READ };
+
+/* What SFTP_READ fills. */
+struct sftp_read {
+	void *buf;
+	size_t len, got;
+	char type;
+};
+
+/* SFTP_READ after its lstat: open path read-only and read up to rd->len.
+ * The libssh2 rc of the step that failed (EAGAIN handled), or 0. */
+static int sftp_read_head(struct ssh_sess *s, LIBSSH2_SFTP *sftp, const char *path,
+			  struct sftp_read *rd, double deadline)
+{
+	LIBSSH2_SFTP_HANDLE *h;
+	ssize_t n;
+	int rc;
+
+	while ((h = libssh2_sftp_open_ex(sftp, path, (unsigned int)strlen(path), LIBSSH2_FXF_READ, 0,
+					 LIBSSH2_SFTP_OPENFILE)) == NULL) {
+		rc = libssh2_session_last_errno(s->ssh);
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			return rc;
+		if (sess_poll(s, deadline) < 0)
+			return LIBSSH2_ERROR_TIMEOUT;
+	}
+	rc = 0;
+	while (rd->got < rd->len) {
+		n = libssh2_sftp_read(h, (char *)rd->buf + rd->got, rd->len - rd->got);
+		if (n == LIBSSH2_ERROR_EAGAIN) {
+			if (sess_poll(s, deadline) < 0) {
+				rc = LIBSSH2_ERROR_TIMEOUT;
+				break;
+			}
+			continue;
+		}
+		if (n < 0) {
+			rc = (int)n;
+			break;
+		}
+		if (n == 0)
+			break;
+		rd->got += (size_t)n;
+	}
+	while (libssh2_sftp_close_handle(h) == LIBSSH2_ERROR_EAGAIN)
+		if (sess_poll(s, deadline) < 0)
+			return LIBSSH2_ERROR_TIMEOUT;
+	return rc;
+}
 
 /* One SFTP exchange on c's session, to completion: see transport.h. */
-static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struct lm_error *err)
+static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struct sftp_read *rd,
+			struct lm_error *err)
 {
 	struct tr_ssh *c = (struct tr_ssh *)t;
 	struct ssh_sess *s;
-	const char *what = job == SFTP_EXISTS ? "checking" : "deleting";
+	const char *what = job == SFTP_REMOVE ? "deleting" : job == SFTP_READ ? "reading" : "checking";
 	LIBSSH2_SFTP *sftp = NULL;
 	LIBSSH2_SFTP_ATTRIBUTES attrs;
 	double deadline;
@@ -1788,11 +1837,12 @@ static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struc
 		}
 		lm_error_set(err, LM_ERR_IO, "%s: cannot start SFTP on %s to %s %s: %s (does sshd "
 			     "offer the sftp subsystem?)", t->desc, s->khname,
-			     job == SFTP_EXISTS ? "check" : "delete", path, sess_errmsg(s));
+			     job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check", path,
+			     sess_errmsg(s));
 		goto out;
 	}
 	for (;;) {
-		if (job == SFTP_EXISTS)
+		if (job != SFTP_REMOVE)
 			rc = libssh2_sftp_stat_ex(sftp, path, (unsigned int)strlen(path),
 						  LIBSSH2_SFTP_LSTAT, &attrs);
 		else
@@ -1806,16 +1856,32 @@ static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struc
 			goto out;
 		}
 	}
+	if (rc == 0 && job == SFTP_READ) {
+		unsigned long perm = attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS ? attrs.permissions : 0;
+
+		rd->type = LIBSSH2_SFTP_S_ISREG(perm)	? 'r'
+			   : LIBSSH2_SFTP_S_ISBLK(perm) ? 'b'
+			   : LIBSSH2_SFTP_S_ISLNK(perm) ? 'l'
+							: 'o';
+		if (rd->type == 'r' || rd->type == 'b')
+			rc = sftp_read_head(s, sftp, path, rd, deadline);
+		if (rc == LIBSSH2_ERROR_TIMEOUT) {
+			(void)sftp_fail_session(s, c, 0, what, path, err);
+			dead = 1;
+			goto out;
+		}
+	}
 	if (rc == 0) {
-		result = job == SFTP_EXISTS ? 1 : 0;
+		result = job == SFTP_EXISTS ? 1 : job == SFTP_READ ? (int)rd->got : 0;
 	} else if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL) {
 		unsigned long fx = libssh2_sftp_last_error(sftp);
 
 		if (fx == LIBSSH2_FX_NO_SUCH_FILE || fx == LIBSSH2_FX_NO_SUCH_PATH)
-			result = 0;
+			result = 0; /* SFTP_READ: type stays 0, missing */
 		else
 			lm_error_set(err, LM_ERR_IO, "cannot %s %s on %s: %s (SFTP status %lu)",
-				     job == SFTP_EXISTS ? "check" : "delete", path, s->khname,
+				     job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check",
+				     path, s->khname,
 				     fx == LIBSSH2_FX_PERMISSION_DENIED ? "permission denied"
 				     : fx == LIBSSH2_FX_FAILURE	       ? "failed"
 									: "refused",
@@ -1825,8 +1891,8 @@ static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struc
 		goto out;
 	} else {
 		lm_error_set(err, LM_ERR_IO, "cannot %s %s on %s: %s",
-			     job == SFTP_EXISTS ? "check" : "delete", path, s->khname,
-			     sess_errmsg(s));
+			     job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check", path,
+			     s->khname, sess_errmsg(s));
 	}
 	while ((rc = libssh2_sftp_shutdown(sftp)) == LIBSSH2_ERROR_EAGAIN)
 		if (sess_poll(s, deadline) < 0)
@@ -1857,12 +1923,22 @@ out:
 
 int tr_ssh_file_exists(struct tr *t, const char *path, struct lm_error *err)
 {
-	return ssh_sftp_run(t, SFTP_EXISTS, path, err);
+	return ssh_sftp_run(t, SFTP_EXISTS, path, NULL, err);
 }
 
 int tr_ssh_file_remove(struct tr *t, const char *path, struct lm_error *err)
 {
-	return ssh_sftp_run(t, SFTP_REMOVE, path, err);
+	return ssh_sftp_run(t, SFTP_REMOVE, path, NULL, err);
+}
+
+long tr_ssh_file_read_head(struct tr *t, const char *path, void *buf, size_t len, char *type,
+			   struct lm_error *err)
+{
+	struct sftp_read rd = { buf, len, 0, 0 };
+	int r = ssh_sftp_run(t, SFTP_READ, path, &rd, err);
+
+	*type = rd.type;
+	return r;
 }
 
 /* ------------------------------------------------------------ sessions */

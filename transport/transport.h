@@ -111,6 +111,12 @@ void tr_ssh_target_clear(struct tr_ssh_target *tg);
  */
 int tr_ssh_file_exists(struct tr *t, const char *path, struct lm_error *err);
 int tr_ssh_file_remove(struct tr *t, const char *path, struct lm_error *err);
+/* The same exchange: what path is (*type: 'r' regular, 'b' block device,
+ * 'l' symlink, 'o' other, 0 missing; lstat, never following a final
+ * symlink) and, for 'r' and 'b', up to len of its first bytes into buf.
+ * The count read, or -1 (err). */
+long tr_ssh_file_read_head(struct tr *t, const char *path, void *buf, size_t len, char *type,
+			   struct lm_error *err);
 
 /* A transport over an fd already connected (tests, socketpair). Takes fd. */
 struct tr *tr_new_fd(int fd, const char *desc, struct lm_error *err);
