@@ -52,6 +52,9 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HELP) $(BUILD)/liblivemerge.a tests/*.h
 	@mkdir -p $(dir $@)
 	$(CC) $(LM_CFLAGS) $(CFLAGS) -o $@ $< $(TEST_HELP) $(BUILD)/liblivemerge.a $(LM_LIBS) -lcmocka
 
+# tests that compile a cli/ source in (cli/ is not part of the library)
+$(BUILD)/tests/test-escape: cli/escape.c cli/escape.h
+
 # unit tests (cmocka)
 unit: $(BUILD)/livemerge $(TESTS)
 	@scripts/run-unit.sh $(TESTS)

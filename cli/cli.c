@@ -29,14 +29,14 @@ const char *cli_error_prefix;
 int cli_error(int code, const char *fmt, ...)
 {
 	va_list ap;
+	char *msg;
 
-	fputs("livemerge: ", stderr);
-	if (cli_error_prefix != NULL)
-		fputs(cli_error_prefix, stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
 	va_end(ap);
-	fputc('\n', stderr);
+	cli_line(stderr, "livemerge: %s%s", cli_error_prefix ? cli_error_prefix : "", msg);
+	free(msg);
 	return code;
 }
 
@@ -211,8 +211,16 @@ void cli_print_json(struct cli_ctx *ctx, json_object *o)
 {
 	int flags = JSON_C_TO_STRING_NOSLASHESCAPE;
 
-	flags |= ctx->json ? JSON_C_TO_STRING_PLAIN : JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED;
-	puts(json_object_to_json_string_ext(o, flags));
+	if (ctx->json) {
+		puts(json_object_to_json_string_ext(o, flags | JSON_C_TO_STRING_PLAIN));
+		return;
+	}
+	/* json-c leaves DEL, C1 controls and stray bytes raw */
+	cli_put_escaped(stdout,
+			json_object_to_json_string_ext(o, flags | JSON_C_TO_STRING_PRETTY |
+								  JSON_C_TO_STRING_SPACED),
+			CLI_ESC_JSON | CLI_ESC_KEEP_NL);
+	putchar('\n');
 }
 
 void cli_verb_usage(FILE *f, const struct cmd_entry *cmd)

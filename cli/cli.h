@@ -3,7 +3,7 @@
  *
  * One file per verb (cmd-*.c) exporting one table entry; cmd.c holds the
  * table; cli.c the shared plumbing (connecting, waiting for a reply, exit
- * codes, printing).
+ * codes, printing). Everything printed for a person goes through escape.h.
  */
 #ifndef LM_CLI_H
 #define LM_CLI_H
@@ -17,6 +17,7 @@
 #include "../common/lm-error.h"
 #include "../merge/recover.h"
 #include "../qmp/conn.h"
+#include "escape.h"
 
 /* Exit codes: the contract with scripts and management engines. */
 enum cli_exit {
@@ -62,7 +63,8 @@ int cli_exit_code(const struct lm_error *err);
 /* Put before every error message while set (e.g. the plan path in batch). */
 extern const char *cli_error_prefix;
 
-/* Print "livemerge: MSG" on stderr and return code. */
+/* Print "livemerge: MSG" on stderr, one line with controls escaped (MSG
+ * often quotes QEMU), and return code. */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Print err on stderr; return its exit code. */
@@ -100,7 +102,8 @@ struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code);
 int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
 		enum merge_recovered *what);
 
-/* Print a JSON value: compact on one line with --json, pretty otherwise. */
+/* Print a JSON value: compact on one line with --json (exact), pretty and
+ * terminal-safe (CLI_ESC_JSON) otherwise. */
 void cli_print_json(struct cli_ctx *ctx, json_object *o);
 
 /*

@@ -356,10 +356,10 @@ static void batch_vm_done(int vm, const struct merge_result *r, double secs, voi
 		return;
 	}
 	if (r->outcome == MERGE_DONE)
-		printf("vm %d %s: ok (%.2f s)\n", vm, target, secs);
+		cli_line(stdout, "vm %d %s: ok (%.2f s)", vm, target, secs);
 	else
-		printf("vm %d %s: failed (exit %d): %s\n", vm, target, r->outcome,
-		       r->err ? r->err->msg : "?");
+		cli_line(stdout, "vm %d %s: failed (exit %d): %s", vm, target, r->outcome,
+			 r->err ? r->err->msg : "?");
 	fflush(stdout);
 }
 

@@ -69,16 +69,16 @@ static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 		json_object_put(o);
 		return;
 	}
-	printf("%s", d->name);
 	if (d->qdev != NULL && strcmp(d->qdev, d->name) != 0)
-		printf("  (%s)", d->qdev);
-	putchar('\n');
+		cli_line(stdout, "%s  (%s)", d->name, d->qdev);
+	else
+		cli_line(stdout, "%s", d->name);
 	for (i = 0; i < d->nlayers; i++) {
 		const struct merge_layer *l = &d->layers[i];
 		char size[32];
 
 		cmd_chain_size(l->virtual_size, size, sizeof(size));
-		printf("  %-8s %-20s %s  %s  %s\n",
+		cli_line(stdout, "  %-8s %-20s %s  %s  %s",
 		       i == 0 ? "active" : i == d->nlayers - 1 ? "base" : "",
 		       l->node_name ? l->node_name : "-", l->filename, l->format, size);
 	}

@@ -85,7 +85,7 @@ static int cmd_jobs_exec(struct cli_ctx *ctx, int argc, char **argv)
 	if (cli_execute(ctx, "query-block-jobs", NULL, &block_jobs, &err) < 0)
 		block_jobs = NULL; /* speed is a nicety */
 	if (!ctx->json && xl_query_jobs_entry(jobs, 0, &ji) == 0)
-		printf("%-28s %-8s %-8s %-10s %8s %12s\n", "JOB", "TYPE", "DISK", "STATUS",
+		cli_line(stdout, "%-28s %-8s %-8s %-10s %8s %12s", "JOB", "TYPE", "DISK", "STATUS",
 		       "PROGRESS", "SPEED");
 	for (i = 0; xl_query_jobs_entry(jobs, i, &ji) == 0; i++) {
 		double pct = ji.len > 0 ? 100.0 * (double)ji.offset / (double)ji.len : 0;
@@ -108,7 +108,7 @@ static int cmd_jobs_exec(struct cli_ctx *ctx, int argc, char **argv)
 			cli_print_json(ctx, o);
 			json_object_put(o);
 		} else {
-			printf("%-28s %-8s %-8s %-10s %7.1f%% %12lld%s%s\n", ji.id,
+			cli_line(stdout, "%-28s %-8s %-8s %-10s %7.1f%% %12lld%s%s", ji.id,
 			       ji.type ? ji.type : "", cmd_jobs_disk(ji.id),
 			       xl_job_status_name(ji.status), pct, (long long)speed,
 			       ji.error ? "  error: " : "", ji.error ? ji.error : "");
@@ -187,8 +187,11 @@ static int cmd_cancel_exec(struct cli_ctx *ctx, int argc, char **argv)
 			continue;
 		c = xl_job_verb(XL_VERB_CANCEL, w.ids[i]);
 		if (ctx->dry_run) {
-			printf("{\"execute\":\"%s\",\"arguments\":%s}\n", c.name,
-			       json_object_to_json_string_ext(c.args, JSON_C_TO_STRING_PLAIN));
+			printf("{\"execute\":\"%s\",\"arguments\":", c.name);
+			cli_put_escaped(stdout,
+					json_object_to_json_string_ext(c.args, JSON_C_TO_STRING_PLAIN),
+					CLI_ESC_JSON);
+			puts("}");
 			json_object_put(c.args);
 			w.ended[i] = 1;
 			continue;
@@ -226,8 +229,8 @@ static int cmd_cancel_exec(struct cli_ctx *ctx, int argc, char **argv)
 				json_object_put(c.args);
 			}
 			if (!ctx->json)
-				printf("%s: cancelled%s%s\n", ji.id, ji.error ? ": " : "",
-				       ji.error ? ji.error : "");
+				cli_line(stdout, "%s: cancelled%s%s", ji.id, ji.error ? ": " : "",
+					 ji.error ? ji.error : "");
 		}
 		json_object_put(jobs);
 	}

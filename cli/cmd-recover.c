@@ -52,7 +52,7 @@ static void cli_recover_msg(const char *line, void *arg)
 		json_object_put(o);
 		return;
 	}
-	fprintf(stderr, "%s\n", line);
+	cli_line(stderr, "%s", line);
 }
 
 static struct qga *cli_recover_qga(const char *target, void *arg)

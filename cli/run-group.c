@@ -6,7 +6,8 @@
  * object per line on stdout: {"type":"job",...}, {"type":"message",...},
  * {"type":"command",...} (dry run) and last {"type":"result",...}.
  * SIGINT/SIGTERM ask the group to cancel: before the pivot point every job
- * is cancelled and the chains stay as they were.
+ * is cancelled and the chains stay as they were. Human lines carry QEMU's
+ * names and texts: each is printed through cli_line (escape.h).
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -57,8 +58,8 @@ static void run_bars_draw(struct run *r)
 	for (i = 0; i < r->nbars; i++) {
 		struct bar *b = &r->bars[i];
 		double frac = b->len > 0 ? (double)b->offset / (double)b->len : 0;
-		char fill[31];
-		int k, w = (int)(frac * 30);
+		char fill[31], line[512];
+		int k, w = (int)(frac * 30), n;
 
 		if (strcmp(b->status, "pending") == 0 || strcmp(b->status, "concluded") == 0 ||
 		    strcmp(b->status, "ready") == 0)
@@ -66,15 +67,18 @@ static void run_bars_draw(struct run *r)
 		for (k = 0; k < 30; k++)
 			fill[k] = k < w ? '#' : '.';
 		fill[30] = '\0';
-		fprintf(stderr, "%-10s [%s] %5.1f%% %-9s", b->disk, fill, frac * 100, b->status);
-		if (b->rate > 0) {
+		n = snprintf(line, sizeof(line), "%-10s [%s] %5.1f%% %-9s", b->disk, fill,
+			     frac * 100, b->status);
+		if (b->rate > 0 && n >= 0 && (size_t)n < sizeof(line)) {
 			double eta = (double)(b->len - b->offset) / b->rate;
 
-			fprintf(stderr, " %7.1f MiB/s", b->rate / 1048576.0);
-			if (eta > 0)
-				fprintf(stderr, " ETA %2d:%02d", (int)eta / 60, (int)eta % 60);
+			n += snprintf(line + n, sizeof(line) - (size_t)n, " %7.1f MiB/s",
+				      b->rate / 1048576.0);
+			if (eta > 0 && (size_t)n < sizeof(line))
+				snprintf(line + n, sizeof(line) - (size_t)n, " ETA %2d:%02d",
+					 (int)eta / 60, (int)eta % 60);
 		}
-		fputc('\n', stderr);
+		cli_line(stderr, "%s", line);
 	}
 	r->drawn = r->nbars;
 }
@@ -138,11 +142,11 @@ static void run_job_cb(const struct merge_job_update *u, void *arg)
 	if (r->tty) {
 		run_bars_clear(r);
 		run_bars_draw(r);
+	} else if (changed && b->len > 0) {
+		cli_line(stderr, "%s: job %s %s (%lld/%lld bytes)", u->disk, u->job_id, u->status,
+			 (long long)b->offset, (long long)b->len);
 	} else if (changed) {
-		fprintf(stderr, "%s: job %s %s", u->disk, u->job_id, u->status);
-		if (b->len > 0)
-			fprintf(stderr, " (%lld/%lld bytes)", (long long)b->offset, (long long)b->len);
-		fputc('\n', stderr);
+		cli_line(stderr, "%s: job %s %s", u->disk, u->job_id, u->status);
 	}
 }
 
@@ -162,7 +166,7 @@ static void run_message_cb(const char *line, void *arg)
 	}
 	if (r->tty)
 		run_bars_clear(r);
-	fprintf(stderr, "%s\n", line);
+	cli_line(stderr, "%s", line);
 	if (r->tty)
 		run_bars_draw(r);
 }
@@ -180,18 +184,24 @@ static void run_command_cb(const char *name, json_object *args, void *arg)
 	json_object_object_add(o, "execute", json_object_new_string(name));
 	if (args != NULL)
 		json_object_object_add(o, "arguments", json_object_get(args));
-	if (r->ctx->json)
+	if (r->ctx->json) {
 		cli_print_json(r->ctx, o);
-	else
-		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-									 JSON_C_TO_STRING_NOSLASHESCAPE));
+	} else {
+		cli_put_escaped(stdout,
+				json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+									  JSON_C_TO_STRING_NOSLASHESCAPE),
+				CLI_ESC_JSON);
+		putchar('\n');
+	}
 	json_object_put(o);
 }
 
 static void run_print_chains(json_object *result)
 {
 	json_object *disks, *d, *chain, *l, *v;
-	size_t i, k;
+	size_t i, k, len;
+	char *line;
+	FILE *f;
 
 	if (!json_object_object_get_ex(result, "disks", &disks))
 		return;
@@ -199,14 +209,20 @@ static void run_print_chains(json_object *result)
 		d = json_object_array_get_idx(disks, i);
 		if (!json_object_object_get_ex(d, "chain", &chain))
 			continue;
+		f = open_memstream(&line, &len);
+		if (f == NULL)
+			abort();
 		json_object_object_get_ex(d, "disk", &v);
-		printf("%s:", json_object_get_string(v));
+		fprintf(f, "%s:", json_object_get_string(v));
 		for (k = 0; k < json_object_array_length(chain); k++) {
 			l = json_object_array_get_idx(chain, k);
 			json_object_object_get_ex(l, "filename", &v);
-			printf("%s %s", k ? " ->" : "", json_object_get_string(v));
+			fprintf(f, "%s %s", k ? " ->" : "", json_object_get_string(v));
 		}
-		putchar('\n');
+		if (fclose(f) != 0)
+			abort();
+		cli_line(stdout, "%s", line);
+		free(line);
 	}
 }
 
@@ -228,7 +244,7 @@ static void run_done_cb(const struct merge_result *res, void *arg)
 	if (r->ctx->json) {
 		cli_print_json(r->ctx, res->json);
 		if (res->err != NULL)
-			fprintf(stderr, "livemerge: %s\n", res->err->msg);
+			cli_error(0, "%s", res->err->msg);
 		return;
 	}
 	if (res->outcome == MERGE_DONE) {
@@ -236,12 +252,12 @@ static void run_done_cb(const struct merge_result *res, void *arg)
 			run_print_chains(res->json);
 		return;
 	}
-	fprintf(stderr, "livemerge: %s\n", res->err->msg);
+	cli_error(0, "%s", res->err->msg);
 	if (res->outcome == MERGE_FAILED)
-		fprintf(stderr, "livemerge: rolled back: every chain is as it was\n");
+		cli_error(0, "rolled back: every chain is as it was");
 	else if (res->outcome == MERGE_UNKNOWN)
-		fprintf(stderr, "livemerge: the chains may have changed: check with "
-				"'livemerge chain' and 'livemerge jobs'\n");
+		cli_error(0, "the chains may have changed: check with 'livemerge chain' and "
+			     "'livemerge jobs'");
 }
 
 static void run_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
