@@ -18,7 +18,8 @@
 #                                   layer is lost, and whether it reads as zeroes)
 #   dur_img_check STRICT FILE...    qemu-img check every FILE: no corruption; STRICT=1: no
 #                                   leaked cluster either (a finished, flushed merge leaks none)
-#   dur_case KIND CASE [--delete]   one scenario of the matrix below; its verdict is recorded
+#   dur_run LABEL NAME CMD...       run CMD in a subshell; record its verdict under LABEL
+#   dur_case KIND CASE [--delete]   one scenario of the matrix below, through dur_run
 #   dur_verdict                     it_pass, or it_fail naming every failed case
 #
 # The matrix (dur_case CASE; layer i of each disk's chain d<N>.i holds chain_pattern i):
@@ -182,11 +183,12 @@ dur__case() {
 	dur_img_check 1 "${kept[@]}"
 }
 
-# dur_case KIND CASE [--delete]: run one case (see the top) in a subshell, so that every case
-# runs and dur_verdict can name each one that failed; log its verdict.
-dur_case() {
-	local kind=$1 case=$2 delete=${3:+ --delete} label name reason pid rc=0 t0=$SECONDS
-	label="$kind $case${delete}"
+# dur_run LABEL NAME CMD...: run CMD in a subshell of its own, so that a failure ends only
+# it and dur_verdict can name each one that failed; log its verdict and time; then SIGKILL
+# whatever it started under NAME ($T/NAME*.pid) and left running.
+dur_run() {
+	local label=$1 name=$2 reason pid rc=0 t0=$SECONDS f p start
+	shift 2
 	rm -f -- "$T/.fail-reason"
 	# in the background, so that errexit holds inside (a subshell tested by || ignores it)
 	(
@@ -194,7 +196,7 @@ dur_case() {
 		# say which
 		dur_pid=$BASHPID
 		trap '[[ $BASHPID != "$dur_pid" || -s $T/.fail-reason ]] || echo "exit status $? at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND" >"$T/.fail-reason"' ERR
-		dur__case "$kind" "$case" "${delete:+1}"
+		"$@"
 	) &
 	pid=$!
 	wait "$pid" || rc=$?
@@ -207,9 +209,18 @@ dur_case() {
 		it_log "CASE ok   $label ($((SECONDS - t0)) s)"
 	fi
 	rm -f -- "$T/.fail-reason"
-	# a case that failed half way may leave its QEMU running
-	name=$kind-$case${delete:+-del}
-	[[ ! -f $T/$name.pid ]] || dur_kill "$name"
+	for f in "$T/$name".pid "$T/$name"-*.pid; do
+		[[ -f $f ]] || continue
+		read -r p start <"$f"
+		! it__same_process "$p" "$start" || kill -KILL "$p" 2>/dev/null || true
+		rm -f -- "$f"
+	done
+}
+
+# dur_case KIND CASE [--delete]: one case of the matrix (see the top) through dur_run.
+dur_case() {
+	local delete=${3:+1}
+	dur_run "$1 $2${delete:+ --delete}" "$1-$2${delete:+-del}" dur__case "$1" "$2" "$delete"
 }
 
 # dur_matrix KIND: every case, without and with --delete.
