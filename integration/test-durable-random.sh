@@ -18,7 +18,7 @@
 # DUR_SEED (default fixed, printed) replays a run; DUR_ROUNDS (default 12) rounds, but no new
 # round starts after DUR_BUDGET seconds (default 150). Every round runs; the verdict names
 # each one that failed, with its seed.
-# shellcheck disable=SC2317 # (hmp_writer redefines it_fail for its own process)
+# shellcheck disable=SC2317 # (functions run through dur_run)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
