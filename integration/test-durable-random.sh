@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test-durable-random: QEMU SIGKILLed at random moments during and right after merges, with
 # a writer that writes and flushes live (the whole time, or idle once the merge starts: then
-# nothing else flushes for the merge). Rounds alternate a paused -blockdev VM
+# nothing else flushes for the merge; always idle then on the VM, see round). Rounds alternate a paused -blockdev VM
 # (writes through HMP qemu-io on a second monitor) and qemu-storage-daemon (writes through
 # its NBD export); each picks stream, stream --base, intermediate or active commit, with or
 # without --delete, and a moment: a delay after livemerge starts (in its job or past it), or
@@ -106,7 +106,7 @@ lm_wait() {
 		sleep 0.05
 	done
 	if it__alive "$1"; then
-		it_log "livemerge still running $2 s after QEMU died: SIGKILL"
+		it_log "livemerge still running after $2 s: SIGKILL"
 		kill -KILL "$1" 2>/dev/null || true
 	fi
 	LM_RC=0
@@ -170,8 +170,7 @@ round() {
 	lmpid=$!
 	it_track "$name-lm" "$lmpid"
 	if [[ $moment == after ]]; then
-		LM_RC=0
-		wait "$lmpid" || LM_RC=$?
+		lm_wait "$lmpid" 90
 		sleep "$(awk -v ms="$delay" 'BEGIN { printf "%.3f", ms / 1000 }')"
 		dur_kill "$name"
 	else
@@ -216,6 +215,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	((RANDOM % 2)) && delete=1
 	writer=busy
 	((RANDOM % 2)) && writer=idle
+	# HMP qemu-io writing while a job starts or ends can hang QEMU 7.2's main loop (seen: no
+	# answer to job-finalize for 30 s): on the VM the writer only writes before the merge
+	[[ $kind == qsd ]] || writer=idle
 	if ((RANDOM % 3 == 0)); then
 		moment=after delay=$((RANDOM % 100))
 	else
