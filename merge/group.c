@@ -369,6 +369,13 @@ static json_object *g_result_json(struct merge_group *g)
 	json_object_object_add(o, "outcome", json_object_new_int(g->outcome));
 	if (g->req.dry_run)
 		json_object_object_add(o, "dry-run", json_object_new_boolean(1));
+	if (qmp_conn_qemu_version(g->c) > 0) {
+		int v = qmp_conn_qemu_version(g->c);
+		char ver[32];
+
+		snprintf(ver, sizeof(ver), "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+		json_object_object_add(o, "qemu", json_object_new_string(ver));
+	}
 	if (g->frozen_ms >= 0)
 		json_object_object_add(o, "frozen-ms", json_object_new_double(g->frozen_ms));
 	if (g->req.verb == MERGE_SNAPSHOT && g->req.quiesce != NULL)
