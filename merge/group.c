@@ -726,6 +726,50 @@ static void g_settled(struct merge_group *g)
 static void g_finalize_all(struct merge_group *g);
 static int g_flush_one(struct merge_group *g, struct gjob *j);
 
+/* One flush of the phase answered (or needed no command): the next step
+ * runs when every one has. */
+static void g_flush_answered(struct merge_group *g)
+{
+	if (--g->outstanding > 0)
+		return;
+	if (g->phase == P_FLUSH)
+		g_finalize_all(g);
+	else
+		g_settled(g);
+}
+
+/* j's flush failed (why: a line). Before the pivot nothing may pivot:
+ * cancel every job. After it the chains changed as asked, but the new
+ * backing names may not be on disk yet: keep every layer. */
+static void g_flush_failed(struct merge_group *g, struct gjob *j, const char *why)
+{
+	if (g->phase == P_FLUSH) {
+		g_errorf(g, LM_ERR_FAILED, "%s: cannot flush what the job wrote to stable storage: "
+			 "%s", j->name, why);
+		g_abort(g);
+		g_step(g);
+		return;
+	}
+	g_errorf(g, LM_ERR_STATE, "%s: the merge is done, but the rewritten image header could "
+		 "not be flushed to stable storage: %s; no layer was deleted", j->name, why);
+	g->outcome = MERGE_UNKNOWN;
+	g->req.delete_removed = 0;
+	g_flush_answered(g);
+}
+
+/* Send j's flush, or account for one that needs no command (1). */
+static void g_flush_send(struct merge_group *g, struct gjob *j)
+{
+	int r = g_flush_one(g, j);
+
+	if (r < 0 && qmp_conn_error(g->c) != NULL)
+		g_conn_lost(g, &g->err);
+	else if (r < 0)
+		g_flush_failed(g, j, g->err.msg);
+	else if (r > 0 || g->req.dry_run)
+		g_flush_answered(g);
+}
+
 static void g_flushed(struct merge_group *g, struct gjob *j, json_object *ret,
 		      const struct lm_error *err)
 {
@@ -743,8 +787,7 @@ static void g_flushed(struct merge_group *g, struct gjob *j, json_object *ret,
 	if (err != NULL && strcmp(err->qmp_class, "CommandNotFound") == 0 && j->flush_via_hmp) {
 		/* a storage daemon: no HMP; reopen the node instead */
 		g->flush_by_reopen = 1;
-		if (g_flush_one(g, j) < 0)
-			goto failed_send;
+		g_flush_send(g, j);
 		return;
 	}
 	why[0] = '\0';
@@ -752,36 +795,53 @@ static void g_flushed(struct merge_group *g, struct gjob *j, json_object *ret,
 		snprintf(why, sizeof(why), "%s", err->msg);
 	else if (j->flush_via_hmp && xl_flush_hmp_result(ret, &said) < 0)
 		snprintf(why, sizeof(why), "QEMU said: %.500s", said);
-	if (why[0] != '\0') {
-		if (g->phase == P_FLUSH) {
-			g_errorf(g, LM_ERR_FAILED, "%s: cannot flush what the job wrote to stable "
-				 "storage: %s", j->name, why);
-			g_abort(g);
-			g_step(g);
-			return;
-		}
-		/* past the pivot: the chains changed as asked, but the new backing
-		 * names may not be on disk yet; keep every layer */
-		g_errorf(g, LM_ERR_STATE, "%s: the merge is done, but QEMU could not flush the "
-			 "rewritten image header to stable storage: %s; no layer was deleted",
-			 j->name, why);
-		g->outcome = MERGE_UNKNOWN;
-		g->req.delete_removed = 0;
-	}
-	if (--g->outstanding > 0)
-		return;
-	if (g->phase == P_FLUSH)
-		g_finalize_all(g);
+	if (why[0] != '\0')
+		g_flush_failed(g, j, why);
 	else
-		g_settled(g);
-	return;
-failed_send:
-	g_conn_lost(g, &g->err);
+		g_flush_answered(g);
+}
+
+/*
+ * A storage daemon can flush a node only by reopening it, and QEMU reopens
+ * only nodes with a name of their own (not the "#blockN" it gives layers it
+ * opened from a backing file name). Where QEMU flushes such a node itself,
+ * say so and rely on it (1); else -1 (g's error set).
+ *  - an active commit: the mirror behind it flushed the base before the job
+ *    went pending (and the base's header is not rewritten);
+ *  - an intermediate commit into a read-only base: QEMU reopens the base
+ *    read-only at the end of the finalize, which flushes it;
+ *  - after the pivot: the rewritten header went straight to the file (QEMU
+ *    caches no header), so it is with the host's page cache already.
+ */
+static int g_flush_unnamed(struct merge_group *g, struct gjob *j, const struct merge_layer *l)
+{
+	const struct merge_disk *b = g_disk_before(g, j);
+
+	if (g->phase == P_SETTLE) {
+		g_msg(g, "%s: %s has no node name of its own, so this QEMU cannot flush it; its "
+		      "rewritten header was written straight to the file", j->name, l->filename);
+		return 1;
+	}
+	if (g->req.verb == MERGE_COMMIT && j->active) {
+		g_msg(g, "%s: %s has no node name of its own, so this QEMU cannot flush it; the "
+		      "commit's mirror flushed it before the job paused", j->name, l->filename);
+		return 1;
+	}
+	if (g->req.verb == MERGE_COMMIT && b->layers[j->base].read_only) {
+		g_msg(g, "%s: %s has no node name of its own, so this QEMU cannot flush it now; "
+		      "QEMU flushes it when it makes it read-only again at the finalize", j->name,
+		      l->filename);
+		return 1;
+	}
+	g_errorf(g, LM_ERR_FAILED, "%s has no node name of its own and this QEMU (no HMP) can "
+		 "flush only named nodes: give it a node-name", l->filename);
+	return -1;
 }
 
 /* Send the flush of j's layer for the current phase: before the pivot, the
  * layer the job wrote into (chain before); after it, the layer whose header
- * was rewritten (chain after). */
+ * was rewritten (chain after). 0 sent (dry run: announced), 1 nothing to
+ * send, -1 (g's error set). */
 static int g_flush_one(struct merge_group *g, struct gjob *j)
 {
 	const struct merge_disk *d;
@@ -818,8 +878,9 @@ static int g_flush_one(struct merge_group *g, struct gjob *j)
 			.detect_zeroes = l->detect_zeroes,
 		};
 
-		if (l->node_name == NULL || l->file_node == NULL ||
-		    (idx + 1 < d->nlayers && o.backing == NULL)) {
+		if (l->node_name == NULL || l->node_name[0] == '#')
+			return g_flush_unnamed(g, j, l);
+		if (l->file_node == NULL || (idx + 1 < d->nlayers && o.backing == NULL)) {
 			g_errorf(g, LM_ERR_STATE, "%s: cannot flush %s: QEMU does not tell its "
 				 "nodes", j->name, l->filename);
 			return -1;
@@ -837,32 +898,11 @@ static void g_flush_all(struct merge_group *g, enum g_phase phase)
 	int i;
 
 	g->phase = phase;
-	g->outstanding = 1;
-	for (i = 0; i < g->n; i++) {
-		struct gjob *j = &g->jobs[i];
-
-		if (g_flush_one(g, j) < 0) {
-			if (qmp_conn_error(g->c) != NULL) {
-				g_conn_lost(g, &g->err);
-				return;
-			}
-			if (phase == P_FLUSH) {
-				g_abort(g);
-				g_step(g);
-				return;
-			}
-			g->outcome = MERGE_UNKNOWN;
-			g->req.delete_removed = 0;
-			continue;
-		}
-		g->outstanding += !g->req.dry_run;
-	}
-	if (--g->outstanding > 0)
-		return;
-	if (phase == P_FLUSH)
-		g_finalize_all(g);
-	else
-		g_settled(g);
+	g->outstanding = g->n + 1;
+	for (i = 0; i < g->n && g->phase == phase && !g->done; i++)
+		g_flush_send(g, &g->jobs[i]);
+	if (g->phase == phase && !g->done)
+		g_flush_answered(g);
 }
 
 static void g_released(struct merge_group *g, struct gjob *j, json_object *ret,

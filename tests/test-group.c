@@ -1166,6 +1166,62 @@ static void test_commit_pending_before_other_ready(void **state)
 	assert_result_chain(fx, "vdb", want);
 }
 
+/* A storage daemon has no HMP: the flush falls back to a reopen of the node
+ * with its own options, and where the node has no name of its own (QEMU's
+ * "#blockN") to QEMU's own flush, said in a message. vda: an active commit
+ * into an unnamed base (the mirror flushed it); vdb: an intermediate commit
+ * into an unnamed read-only base (QEMU flushes it when it makes it read-only
+ * again), whose rewritten header is vdb-top's: reopened after the pivot. */
+static void test_flush_storage_daemon(void **state)
+{
+	struct fixture *fx = *state;
+	const struct merge_target t[] = { { .disk = "vda" },
+					  { .disk = "vdb", .top = fx->fb[1] } };
+	struct merge_request req = commit_req(t, 2);
+	struct tvm after = fx->vm;
+	char reopen[1024];
+	int h1, h2;
+
+	vm_commit(&after, "vda", 0, 1);
+	vm_commit(&after, "vdb", 1, 2);
+	s_begin(fx, "[]");
+	s_commit_start(fx, JV, fx->na_top, fx->na_top, fx->na_base);
+	s_commit_start(fx, JB, fx->nb[0], fx->nb[1], fx->nb[2]);
+	s_pending(fx, JB);
+	s_ready(fx, JV);
+	s_complete(fx, JV);
+	s_pending(fx, JV);
+	h1 = fq_expect(fx->fq, "human-monitor-command", NULL);
+	h2 = fq_expect(fx->fq, "human-monitor-command", NULL);
+	fq_reply_error_to(fx->fq, h1, "CommandNotFound",
+			  "The command human-monitor-command has not been found");
+	fq_reply_error_to(fx->fq, h2, "CommandNotFound",
+			  "The command human-monitor-command has not been found");
+	s_finalize_both(fx);
+	fq_command(fx->fq, "query-jobs", NULL, both_concluded);
+	s_dismiss(fx, JV);
+	s_dismiss(fx, JB);
+	s_fetch(fx, &after, NULL);
+	s_release(fx, "vda-top");
+	s_release(fx, "vda-file");
+	snprintf(reopen, sizeof(reopen),
+		 "{\"options\": [{\"driver\": \"qcow2\", \"node-name\": \"vdb-top\", "
+		 "\"file\": \"vdb-file\", \"backing\": \"%s\", \"read-only\": false, "
+		 "\"cache\": {\"direct\": false, \"no-flush\": false}}]}",
+		 fx->nb[2]);
+	fq_expect(fx->fq, "blockdev-reopen", reopen);
+	fq_reply_return(fx->fq, "{}");
+	fx_start(fx, &req);
+	fx_finish(fx, 10);
+	assert_result(fx, "commit", MERGE_DONE);
+	assert_cmds(fx, "block-commit,block-commit,job-complete,human-monitor-command,"
+			"human-monitor-command,job-finalize,job-finalize,job-dismiss,job-dismiss,"
+			"blockdev-del,blockdev-del,blockdev-reopen");
+	assert_msg(fx, "the commit's mirror flushed it before the job paused");
+	assert_msg(fx, "QEMU flushes it when it makes it read-only again at the finalize");
+	assert_msg(fx, "its rewritten header was written straight to the file");
+}
+
 /* One job fails (QEMU concludes it with an error) while the other is
  * ready: the other is cancelled, nothing is completed or finalized. */
 static void test_commit_one_fails(void **state)
@@ -2363,6 +2419,7 @@ int main(void)
 		T(test_commit_conn_closed_before_start),
 		T(test_commit_conn_never_greets),
 		T(test_commit_finalize_error),
+		T(test_flush_storage_daemon),
 		T(test_bad_unknown_disk),
 		T(test_bad_unknown_top),
 		T(test_bad_unknown_base),
