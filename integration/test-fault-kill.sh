@@ -156,10 +156,14 @@ commit_fault start#2 before crash start#2
 commit_fault running before kill '*"status":"running","offset":[1-9]*' --speed 64K
 commit_fault ready before crash complete#1
 commit_fault after-complete journal kill '*"status":"waiting"*'
+# all pending, flushing what the jobs wrote: before the pivot point, nothing changes
+commit_fault flushing before crash flush#2
 commit_fault pending expect crash finalize#1
 commit_fault after-finalize#1 expect crash finalize#2
 commit_fault concluded expect kill '*"status":"concluded"*'
 commit_fault before-dismiss expect crash dismiss#1
+# after the pivot, flushing the rewritten headers: recover flushes and finishes
+commit_fault settling expect crash flush#3 --delete
 # (no release point here: the committed overlays were opened by QEMU itself for the
 # snapshot, QEMU drops their nodes, and livemerge releases only nodes QEMU still holds)
 commit_fault before-delete expect crash delete#1 --delete

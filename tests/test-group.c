@@ -1083,20 +1083,26 @@ static void check_happy_result(struct fixture *fx)
 	assert_result_chain(fx, "vdb", want);
 }
 
+/* Both active commits, from start to the verified end, as QEMU runs them. */
+static void run_happy_commit(struct fixture *fx, const struct merge_request *req)
+{
+	s_begin(fx, "[]");
+	s_start_both(fx);
+	s_ready(fx, JV);
+	s_ready(fx, JB);
+	s_tail_from_ready(fx);
+	fx_start(fx, req);
+	fx_finish(fx, 10);
+	check_happy_result(fx);
+}
+
 static void test_commit_two_disks(void **state)
 {
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
 	int created, started;
 
-	s_begin(fx, "[]");
-	s_start_both(fx);
-	s_ready(fx, JV);
-	s_ready(fx, JB);
-	s_tail_from_ready(fx);
-	fx_start(fx, &req);
-	fx_finish(fx, 10);
-	check_happy_result(fx);
+	run_happy_commit(fx, &req);
 	/* "created" came from an event before block-commit returned */
 	created = fx->upd[0].seq;
 	assert_string_equal(fx->upd[0].status, "created");
@@ -1956,14 +1962,7 @@ static void test_commit_delete_removed(void **state)
 	fops_head(&fo, "/tmp/lm-fixtures/a.0.qcow2", MERGE_FILE_REGULAR, NULL, NULL);
 	fops_head(&fo, fx->fb[0], MERGE_FILE_REGULAR, fx->fb[1], NULL);
 	fops_head(&fo, fx->fb[1], MERGE_FILE_REGULAR, fx->fb[2], NULL);
-	s_begin(fx, "[]");
-	s_start_both(fx);
-	s_ready(fx, JV);
-	s_ready(fx, JB);
-	s_tail_from_ready(fx);
-	fx_start(fx, &req);
-	fx_finish(fx, 10);
-	check_happy_result(fx);
+	run_happy_commit(fx, &req);
 	assert_int_equal(fo.nremoved, 2);
 	assert_string_equal(fo.removed[0], "/tmp/lm-fixtures/a.1.qcow2");
 	assert_string_equal(fo.removed[1], fx->fb[0]);
@@ -1999,14 +1998,7 @@ static void delete_refused(void **state, const char *which, const char *why)
 		fo.head[0].backing = "/tmp/lm-fixtures/elsewhere.qcow2";
 		fops_head(&fo, a1, MERGE_FILE_REGULAR, "/tmp/lm-fixtures/a.0.qcow2", NULL);
 	}
-	s_begin(fx, "[]");
-	s_start_both(fx);
-	s_ready(fx, JV);
-	s_ready(fx, JB);
-	s_tail_from_ready(fx);
-	fx_start(fx, &req);
-	fx_finish(fx, 10);
-	check_happy_result(fx);
+	run_happy_commit(fx, &req);
 	/* vdb's layer passed every check and went; vda's stayed, with the reason */
 	assert_int_equal(fo.nremoved, 1);
 	assert_string_equal(fo.removed[0], fx->fb[0]);
