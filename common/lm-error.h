@@ -24,6 +24,7 @@ enum lm_err_code {
 	LM_ERR_HOSTKEY, /* host key unknown or changed */
 	LM_ERR_NOMEM,   /* out of memory */
 	LM_ERR_FAILED,  /* an operation failed and was rolled back */
+	LM_ERR_UNSUPPORTED, /* the host offers no means for it (no SFTP, no exec) */
 };
 
 struct lm_error {

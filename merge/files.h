@@ -30,7 +30,8 @@ enum merge_file_kind {
 /* How the engine reaches the VM's image files (default: this host's,
  * merge_files_local() in files.h). */
 struct merge_fileops {
-	/* 1 exists, 0 does not, -1 cannot tell (err filled) */
+	/* 1 exists, 0 does not, -1 cannot tell (err filled; code UNSUPPORTED when
+	 * the host offers no means to look: the engine then asks QEMU) */
 	int (*exists)(const char *path, void *arg, struct lm_error *err);
 	/* 0 removed (or already gone), -1 failed (err filled) */
 	int (*remove)(const char *path, void *arg, struct lm_error *err);

@@ -57,6 +57,7 @@ struct gjob {
 	int cancel_sent, complete_sent, finalize_sent, dismissed;
 	int finalize_failed; /* QEMU refused its finalize: it will not end by itself */
 	int flush_via_hmp;   /* its last flush went out as an HMP command */
+	int probe;           /* snapshot: the host cannot tell if the overlay exists: ask QEMU */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
 	char *error;
@@ -1878,7 +1879,9 @@ static int g_resolve(struct merge_group *g)
 			if (j->overlay == NULL || j->overlay[0] != '/')
 				return g_bad(g, "%s: the overlay must be an absolute path", d->name);
 			r = g_file_exists(g, j->overlay, &e);
-			if (r < 0)
+			if (r < 0 && e.code == LM_ERR_UNSUPPORTED)
+				j->probe = 1, r = 0; /* g_probe_overlays asks QEMU */
+			else if (r < 0)
 				return g_bad(g, "%s", e.msg);
 			if (r == 1)
 				return g_bad(g, "%s: overlay %s exists already%s%s; refusing to "
@@ -2054,6 +2057,90 @@ static void g_dismiss_leftovers(struct merge_group *g)
 		g_fetch_chains(g);
 }
 
+static void g_begin(struct merge_group *g);
+
+/* One probe answered, or its node closed again: go on when all have. */
+static void g_probe_answered(struct merge_group *g)
+{
+	if (--g->outstanding > 0)
+		return;
+	if (g->have_err)
+		g_finish(g);
+	else
+		g_begin(g);
+}
+
+static void g_probe_closed(struct merge_group *g, struct gjob *j, json_object *ret,
+			   const struct lm_error *err)
+{
+	(void)j;
+	(void)ret;
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	g_probe_answered(g);
+}
+
+/* QEMU's answer to whether j's overlay exists (a probe node opened or not). */
+static void g_probed(struct merge_group *g, struct gjob *j, json_object *ret,
+		     const struct lm_error *err)
+{
+	const char *host = g->req.files != NULL && g->req.files->where ? g->req.files->where
+								       : "the VM's host";
+
+	(void)ret;
+	if (err != NULL && g_is_conn_error(err)) {
+		g_conn_lost(g, err);
+		return;
+	}
+	if (err == NULL) {
+		char node[32];
+
+		/* it opened: the path exists. Close the probe again. */
+		snprintf(node, sizeof(node), "lm-probe-%08x", g_hash(j->overlay));
+		g_bad(g, "%s: overlay %s exists already on %s; refusing to overwrite it", j->name,
+		      j->overlay, host);
+		if (g_send(g, xl_node_release(node), 0, j, g_probe_closed) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		g->outstanding++;
+	} else if (!xl_probe_absent(err)) {
+		g_bad(g, "%s: cannot tell whether overlay %s exists on %s (no file access there, "
+		      "and QEMU says: %s); refusing, so as never to overwrite it", j->name,
+		      j->overlay, host, err->msg);
+	}
+	g_probe_answered(g);
+}
+
+/*
+ * For the overlays whose host offers no file access (ssh with neither SFTP
+ * nor exec), ask QEMU: a read-only probe node on the path opens if it
+ * exists. "Does not exist" only on QEMU's word that it does not; anything
+ * else refuses (test-ssh-bare).
+ */
+static void g_probe_overlays(struct merge_group *g)
+{
+	int i;
+
+	g->outstanding = 1;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		char node[32];
+
+		if (!j->probe)
+			continue;
+		snprintf(node, sizeof(node), "lm-probe-%08x", g_hash(j->overlay));
+		if (g_send(g, xl_probe_file(node, j->overlay), 0, j, g_probed) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+		g->outstanding++;
+	}
+	g_probe_answered(g);
+}
+
 static void g_fetched(struct merge_group *g)
 {
 	if (g->done || !g->fetch_chains_done || !g->fetch_jobs_done)
@@ -2069,6 +2156,12 @@ static void g_fetched(struct merge_group *g)
 		g_finish(g);
 		return;
 	}
+	g_probe_overlays(g);
+}
+
+/* The request is resolved and checked: journal the intent and start. */
+static void g_begin(struct merge_group *g)
+{
 	if (g->req.adopt) {
 		g->changed = 1;
 		g->journaled = g->req.journal != NULL;

@@ -147,6 +147,30 @@ struct xl_cmd xl_flush_hmp(const char *node)
 	return c;
 }
 
+struct xl_cmd xl_probe_file(const char *node, const char *path)
+{
+	struct xl_cmd c = { "blockdev-add", json_object_new_object(), "probe" };
+
+	xl_add_str(c.args, "driver", "file");
+	xl_add_str(c.args, "node-name", node);
+	xl_add_str(c.args, "filename", path);
+	json_object_object_add(c.args, "read-only", json_object_new_boolean(1));
+	xl_add_str(c.args, "locking", "off");
+	return c;
+}
+
+int xl_probe_absent(const struct lm_error *err)
+{
+	/* QEMU's raw-posix driver: "Could not open 'PATH': No such file or
+	 * directory". The end decides: PATH is the user's and may hold anything;
+	 * a message cut short (a long PATH) cannot tell. */
+	static const char tail[] = "': No such file or directory";
+	size_t n = err != NULL ? strlen(err->msg) : 0;
+
+	return err != NULL && err->code == LM_ERR_QMP && n >= sizeof(tail) - 1 &&
+	       strcmp(err->msg + n - (sizeof(tail) - 1), tail) == 0;
+}
+
 static int xl_is_cow(const char *driver)
 {
 	return driver != NULL &&

@@ -83,6 +83,16 @@ struct xl_cmd xl_flush_reopen(const struct xl_node_opts *o);
  * *said is its text (borrowed from ret). */
 int xl_flush_hmp_result(json_object *ret, const char **said);
 
+/*
+ * Whether a file exists on QEMU's host, told by QEMU itself (for a host that
+ * offers livemerge no file access): a read-only, unlocked file node at path,
+ * released again with xl_node_release(node) when it opened. xl_probe_absent:
+ * 1 if QEMU's refusal says the path does not exist; anything else refused
+ * means "cannot tell".
+ */
+struct xl_cmd xl_probe_file(const char *node, const char *path);
+int xl_probe_absent(const struct lm_error *err);
+
 /* Guest agent: freeze or thaw every filesystem, or ask which it is. */
 struct xl_cmd xl_guest_freeze(void);
 struct xl_cmd xl_guest_thaw(void);

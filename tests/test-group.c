@@ -1771,6 +1771,13 @@ static int fops_exists(const char *path, void *arg, struct lm_error *err)
 	return 0;
 }
 
+/* A host that offers no file access (ssh with neither SFTP nor exec). */
+static int fops_cannot_tell(const char *path, void *arg, struct lm_error *err)
+{
+	(void)arg;
+	return lm_error_set(err, LM_ERR_UNSUPPORTED, "cannot check %s: no file access", path);
+}
+
 static int fops_remove(const char *path, void *arg, struct lm_error *err)
 {
 	struct fops *f = arg;
@@ -1891,6 +1898,78 @@ static void test_snapshot_transaction_error(void **state)
 	assert_int_equal(lstat(keep, &st), 0);
 	assert_msg(fx, "removed");
 	assert_result_chain(fx, "vda", "/tmp/lm-fixtures/a.1.qcow2,/tmp/lm-fixtures/a.0.qcow2");
+}
+
+/* With no file access on the host, QEMU is asked whether each overlay
+ * exists: a read-only probe node. "No such file" lets the snapshot go on;
+ * a probe that opens (the file exists) is closed again and refused; any
+ * other answer cannot tell and refuses: never an overwrite on a guess. */
+static void probe_case(void **state, const char *answer_b)
+{
+	struct fixture *fx = *state;
+	char pa[512], pb[512], args[1024], enoent[1024], other[1024];
+	const struct merge_target t[2] = { { .disk = "vda", .overlay = pa },
+					   { .disk = "vdb", .overlay = pb } };
+	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 2, .targets = t };
+	struct merge_fileops ops = { .exists = fops_cannot_tell, .remove = fops_remove,
+				     .where = "host7" };
+	struct tvm after = fx->vm;
+	int h1, h2;
+
+	snapshot_paths(fx, pa, pb, sizeof(pa));
+	req.files = &ops;
+	vm_snapshot(&after, "vda", pa, "snap-a");
+	vm_snapshot(&after, "vdb", pb, "snap-b");
+	s_begin(fx, "[]");
+	snprintf(args, sizeof(args), "{\"driver\": \"file\", \"filename\": \"%s\", "
+		 "\"read-only\": true, \"locking\": \"off\"}", pa);
+	h1 = fq_expect(fx->fq, "blockdev-add", args);
+	snprintf(args, sizeof(args), "{\"driver\": \"file\", \"filename\": \"%s\"}", pb);
+	h2 = fq_expect(fx->fq, "blockdev-add", args);
+	snprintf(enoent, sizeof(enoent), "Could not open '%s': No such file or directory", pa);
+	fq_reply_error_to(fx->fq, h1, "GenericError", enoent);
+	if (strcmp(answer_b, "absent") == 0) {
+		snprintf(enoent, sizeof(enoent), "Could not open '%s': No such file or directory", pb);
+		fq_reply_error_to(fx->fq, h2, "GenericError", enoent);
+		s_expect_transaction(fx, pa, pb);
+		fq_reply_return(fx->fq, "{}");
+		s_fetch(fx, &after, NULL);
+	} else if (strcmp(answer_b, "exists") == 0) {
+		fq_reply_return_to(fx->fq, h2, "{}");
+		fq_expect(fx->fq, "blockdev-del", NULL);
+		fq_reply_return(fx->fq, "{}");
+	} else {
+		snprintf(other, sizeof(other), "Could not open '%s': Permission denied", pb);
+		fq_reply_error_to(fx->fq, h2, "GenericError", other);
+	}
+	fx_start(fx, &req);
+	fx_finish(fx, 10);
+	if (strcmp(answer_b, "absent") == 0) {
+		assert_result(fx, "snapshot", MERGE_DONE);
+		assert_cmds(fx, "transaction");
+		return;
+	}
+	assert_result(fx, "snapshot", MERGE_BAD_REQUEST);
+	assert_cmds(fx, "");
+	assert_contains(fx->err.msg, pb);
+	assert_contains(fx->err.msg, "host7");
+	assert_contains(fx->err.msg, strcmp(answer_b, "exists") == 0 ? "exists already"
+								      : "cannot tell whether");
+}
+
+static void test_snapshot_probe_absent(void **state)
+{
+	probe_case(state, "absent");
+}
+
+static void test_snapshot_probe_exists(void **state)
+{
+	probe_case(state, "exists");
+}
+
+static void test_snapshot_probe_cannot_tell(void **state)
+{
+	probe_case(state, "denied");
 }
 
 /* An overlay path that exists is refused before anything is sent. */
@@ -2425,6 +2504,9 @@ int main(void)
 		T(test_snapshot_two_disks),
 		T(test_snapshot_transaction_error),
 		T(test_snapshot_existing_overlay),
+		T(test_snapshot_probe_absent),
+		T(test_snapshot_probe_exists),
+		T(test_snapshot_probe_cannot_tell),
 		T(test_dry_run_commit),
 		T(test_dry_run_snapshot),
 		T(test_commit_delete_removed),
