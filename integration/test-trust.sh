@@ -58,12 +58,12 @@ symlink_in_place() {
 	ln -s -- "$real" "$f"
 }
 
-# assert_symlink_kept FILE: FILE is still a symlink to $ELSE/BASENAME.real, which is still
-# a qcow2 image.
+# assert_symlink_kept FILE [REPORT]: FILE is still a symlink to $ELSE/BASENAME.real, which
+# is still a qcow2 image (REPORT: lm_report, or lms_report after an ssh run).
 assert_symlink_kept() {
 	local f=$1 real
 	real=$ELSE/$(basename "$f").real
-	[[ -L $f ]] || it_fail "$f is no longer a symlink: $(lm_report)"
+	[[ -L $f ]] || it_fail "$f is no longer a symlink: $("${2:-lm_report}")"
 	it_assert_eq "$(readlink -- "$f")" "$real" "target of the symlink $f"
 	[[ -f $real ]] || it_fail "the symlink's target $real is gone"
 	it_assert_eq "$(qemu-img info -U --output=json "$real" | jq -r .format)" qcow2 "format of $real"
@@ -134,7 +134,7 @@ symlink_in_place "$I/f.s1.qcow2"
 live_write vm vdf f 0x42 24M 1M
 lms_ok "${OPTS[@]}" --json commit vdf --delete
 assert_chain vdf "$I/f.1.qcow2" "$I/f.0.qcow2"
-assert_symlink_kept "$I/f.s1.qcow2"
+assert_symlink_kept "$I/f.s1.qcow2" lms_report
 left_is "$I/f.s1.qcow2" vdf
 it_log "over ssh: e.s1 deleted, the symlinked f.s1 left"
 
