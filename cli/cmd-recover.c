@@ -39,9 +39,16 @@ struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code)
 	return j;
 }
 
+/* What the recovery's callbacks write to: the context, and for the
+ * recover verb's --json result the layers left on disk (NULL: not kept). */
+struct cli_recover_ui {
+	struct cli_ctx *ctx;
+	json_object *left;
+};
+
 static void cli_recover_msg(const char *line, void *arg)
 {
-	struct cli_ctx *ctx = arg;
+	struct cli_ctx *ctx = ((struct cli_recover_ui *)arg)->ctx;
 
 	if (ctx->json) {
 		json_object *o = json_object_new_object();
@@ -55,26 +62,43 @@ static void cli_recover_msg(const char *line, void *arg)
 	cli_line(stderr, "%s", line);
 }
 
+static void cli_recover_left(const char *disk, const char *file, const char *why, void *arg)
+{
+	struct cli_recover_ui *ui = arg;
+	json_object *o;
+
+	if (ui->left == NULL)
+		return;
+	o = json_object_new_object();
+	json_object_object_add(o, "disk", json_object_new_string(disk ? disk : ""));
+	json_object_object_add(o, "file", json_object_new_string(file));
+	json_object_object_add(o, "why", json_object_new_string(why));
+	json_object_array_add(ui->left, o);
+}
+
 static struct qga *cli_recover_qga(const char *target, void *arg)
 {
-	struct cli_ctx *ctx = arg;
+	struct cli_ctx *ctx = ((struct cli_recover_ui *)arg)->ctx;
 	struct lm_error err;
 	struct tr *t = cli_transport(ctx, target, &err);
 
 	if (t == NULL) {
-		cli_recover_msg(err.msg, ctx);
+		cli_recover_msg(err.msg, arg);
 		return NULL;
 	}
 	return qga_new(ctx->loop, t, ctx->timeout);
 }
 
-int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
-		enum merge_recovered *what)
+/* cli_recover, with the layers left on disk appended to left (NULL: not kept). */
+static int cli_recover_run(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
+			   enum merge_recovered *what, json_object *left)
 {
+	struct cli_recover_ui ui = { .ctx = ctx, .left = left };
 	struct merge_recover_opts o = {
 		.qga_open = cli_recover_qga,
 		.message = cli_recover_msg,
-		.arg = ctx,
+		.left = cli_recover_left,
+		.arg = &ui,
 		.files = cli_fileops(ctx),
 	};
 	struct lm_error err;
@@ -87,16 +111,23 @@ int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
 	r = merge_recover(ctx->conn, j, &o, what, &err);
 	if (r == MERGE_DONE) {
 		if (*what == MERGE_REC_NOTHING && verbose)
-			cli_recover_msg("nothing to recover: the last operation finished", ctx);
+			cli_recover_msg("nothing to recover: the last operation finished", &ui);
 		return EXIT_OK;
 	}
 	return cli_error(r == MERGE_CONN_FAILED ? EXIT_CONNECT : EXIT_INTERRUPTED, "recover: %s",
 			 err.msg);
 }
 
+int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
+		enum merge_recovered *what)
+{
+	return cli_recover_run(ctx, j, verbose, what, NULL);
+}
+
 static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
 	struct merge_journal *j;
+	json_object *left;
 	int first, r;
 
 	r = cli_parse_verb(ctx, &cmd_recover_entry, argc, argv, NULL, NULL, NULL, NULL, &first);
@@ -111,7 +142,22 @@ static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv)
 	j = cli_journal_open(ctx, &r);
 	if (j == NULL)
 		return r;
-	r = cli_recover(ctx, j, 1, NULL);
+	left = json_object_new_array();
+	r = cli_recover_run(ctx, j, 1, NULL, left);
 	merge_journal_close(j);
+	if (ctx->json) {
+		/* the last line, as the merge verbs end theirs */
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "type", json_object_new_string("result"));
+		json_object_object_add(o, "ok", json_object_new_boolean(r == EXIT_OK));
+		json_object_object_add(o, "verb", json_object_new_string("recover"));
+		json_object_object_add(o, "outcome", json_object_new_int(r));
+		if (json_object_array_length(left) > 0)
+			json_object_object_add(o, "left", json_object_get(left));
+		cli_print_json(ctx, o);
+		json_object_put(o);
+	}
+	json_object_put(left);
 	return r;
 }

@@ -639,10 +639,13 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 				rec_exec(&r, xl_node_release(fnode), NULL, &e);
 			if (!want_delete || file == NULL || rec_in_any_chain(ch, file))
 				continue;
-			if (rec_removable(&r, d, file, why, sizeof(why)) < 0)
+			if (rec_removable(&r, d, file, why, sizeof(why)) < 0) {
 				rec_msg(&r, "%s: left %s: %s", rec_str(d, "disk"), file, why);
-			else if (rec_remove_file(&r, file) == 0)
+				if (r.o->left != NULL)
+					r.o->left(rec_str(d, "disk"), file, why, r.o->arg);
+			} else if (rec_remove_file(&r, file) == 0) {
 				rec_msg(&r, "%s: deleted %s", rec_str(d, "disk"), file);
+			}
 		}
 	}
 	{

@@ -35,6 +35,9 @@ struct merge_recover_opts {
 	struct qga *(*qga_open)(const char *target, void *arg);
 	/* a line for a person */
 	void (*message)(const char *line, void *arg);
+	/* a layer the operation was to delete that stays on disk, and why
+	 * (told through message too); NULL: the message only */
+	void (*left)(const char *disk, const char *file, const char *why, void *arg);
 	void *arg;
 	const struct merge_fileops *files; /* NULL: the local filesystem */
 	double timeout; /* for jobs to end, s (0: 120) */
