@@ -4,7 +4,7 @@
 # first on PATH; the system's QEMU stays the default for everything else. Ends with one tally
 # line, "check-qemu10: N passed, N failed".
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 dir=${1:-build/qemu10}
 log=build/check-qemu10.log
 mkdir -p build

@@ -98,7 +98,7 @@ fi
 
 # ---------------------------------------------------------------- unpack
 
-rm -rf -- "$OUT/root.new" "$OUT/bin"
+rm -rf -- "${OUT:?}/root.new" "${OUT:?}/bin"
 mkdir -p "$OUT/root.new"
 for f in "$DEBS"/*.deb; do
 	dpkg -x "$f" "$OUT/root.new"
@@ -111,7 +111,7 @@ MODDIR=$R/usr/lib/x86_64-linux-gnu/qemu
 # Shared libraries: the system's. Name any that is missing, with what the packages depend on.
 missing=$(for t in "${TOOLS[@]}"; do ldd "$R/usr/bin/$t"; done 2>&1 | sed -n 's/^[[:space:]]*\([^ ]*\) => not found.*/\1/p' | sort -u)
 if [[ -n $missing ]]; then
-	echo "qemu10.sh: shared libraries missing on this system:" $missing >&2
+	echo "qemu10.sh: shared libraries missing on this system: ${missing//$'\n'/ }" >&2
 	for f in "$DEBS"/*.deb; do
 		echo "  ${f##*/} depends on: $(dpkg-deb -f "$f" Depends)" >&2
 	done
