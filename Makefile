@@ -26,7 +26,7 @@ FUZZERS    := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps check check-deps unit asan fuzz fuzz-check integration guest demo bench install clean
+.PHONY: all deps check check-deps check-qemu10 unit asan fuzz fuzz-check integration guest demo bench install clean
 
 all: deps
 	@$(MAKE) --no-print-directory $(BUILD)/livemerge $(BUILD)/liblivemerge.a
@@ -90,6 +90,13 @@ integration: $(BUILD)/livemerge $(GUEST)/initrd.img
 check: check-deps
 	@$(MAKE) --no-print-directory $(BUILD)/livemerge $(BUILD)/liblivemerge.a
 	@scripts/check.sh
+
+# the integration tests again on QEMU 10.0 from bookworm-backports, unpacked into
+# $(BUILD)/qemu10 beside the system's QEMU (scripts/qemu10.sh), with a closing tally
+check-qemu10: check-deps
+	@scripts/deps.sh qemu10
+	@$(MAKE) --no-print-directory $(BUILD)/livemerge $(GUEST)/initrd.img
+	@scripts/check-qemu10.sh $(BUILD)/qemu10
 
 demo:
 	@scripts/deps.sh demo

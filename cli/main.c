@@ -17,7 +17,7 @@ static void main_usage(FILE *f)
 
 	fputs("usage: livemerge [-c TARGET] [--json] [--timeout SECS] [--dry-run] [--debug]\n"
 	      "                 VERB [ARGS...]\n"
-	      "       livemerge VERB --help | --help | --version\n\n"
+	      "       livemerge VERB --help | --help | [-c TARGET] --version\n\n"
 	      "A QMP client that shows, snapshots and merges the disks of running QEMU VMs.\n\n"
 	      "Verbs:\n",
 	      f);
@@ -47,10 +47,47 @@ static void main_usage(FILE *f)
 	      f);
 }
 
+/* --version itself, among the options main_version parses */
+static int main_version_opt(struct cli_ctx *ctx, int opt, const char *arg, void *data)
+{
+	(void)ctx, (void)opt, (void)arg, (void)data;
+	return 0;
+}
+
+/* --version; with -c TARGET among the global options (argv[1..argc-1]) also
+ * the version of the QEMU behind it, from its greeting. */
+static int main_version(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option version_opt[] = { { "version", no_argument, NULL, 'V' },
+						      { NULL, 0, NULL, 0 } };
+	static const struct cmd_entry version_entry = { .name = "--version", .args_usage = "",
+							.help = "" };
+	int first, r, v;
+
+	printf("livemerge %s\n", LM_VERSION);
+	fflush(stdout);
+	ctx->target = NULL; /* only an explicit -c, not $LIVEMERGE_CONNECT */
+	r = cli_parse_verb(ctx, &version_entry, argc, argv, NULL, version_opt, main_version_opt,
+			   NULL, &first);
+	if (r != 0 || ctx->target == NULL)
+		return r < 0 ? EXIT_OK : r;
+	ctx->loop = EV_DEFAULT;
+	r = cli_connect(ctx);
+	if (r == EXIT_OK) {
+		v = qmp_conn_qemu_version(ctx->conn);
+		if (v > 0)
+			printf("qemu %d.%d.%d (%s)\n", v / 10000, v / 100 % 100, v % 100, ctx->target);
+		else
+			printf("qemu unknown (%s)\n", ctx->target);
+	}
+	qmp_conn_free(ctx->conn);
+	return r;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_ctx ctx = { .timeout = 30 };
-	int i, r;
+	int i, r, version = 0;
 
 	ctx.target = getenv("LIVEMERGE_CONNECT");
 	/* fault injection for the recovery tests: die right after this journal step */
@@ -63,8 +100,8 @@ int main(int argc, char **argv)
 		const char *a = argv[i];
 
 		if (strcmp(a, "--version") == 0) {
-			printf("livemerge %s\n", LM_VERSION);
-			return EXIT_OK;
+			version = 1;
+			continue;
 		}
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			main_usage(stdout);
@@ -88,6 +125,8 @@ int main(int argc, char **argv)
 		return cli_error(EXIT_USAGE, "unknown option '%s' before the verb "
 					     "(livemerge --help lists them)", a);
 	}
+	if (version)
+		return main_version(&ctx, i, argv);
 	if (i == argc) {
 		main_usage(stderr);
 		return EXIT_USAGE;

@@ -8,6 +8,7 @@
 # non-empty, unique, and is the QEMU node of that file and format (query-named-block-nodes);
 # each naming form selects the same disk; the plain output has one line per layer; an
 # unknown disk exits 2, a missing socket 3; after the process stops, the data is intact.
+# `--version -c` names the QEMU behind the target as its query-version does.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -165,6 +166,9 @@ it_assert_eq "$LM_RC" 3 "exit status of --json chain vda with a missing socket"
 a=$(mk_chain "$T/img" bda 1 64M)
 b=$(mk_chain "$T/img" bdb 3 64M)
 start_vm_blockdev bd "$a" "$b"
+lm_ok --version -c "unix:$T/bd.qmp"
+qv=$(qmp_raw "$T/bd.qmp" '{"execute":"query-version"}' | jq -r '.return.qemu | "\(.major).\(.minor).\(.micro)"')
+it_assert_eq "$(cat "$T/lm.out")" "$("$LM" --version)"$'\n'"qemu $qv (unix:$T/bd.qmp)" "--version -c"
 check_layout bd "$a|$b" "vda|vdb" "|" \
 	"/machine/peripheral/vda/virtio-backend|/machine/peripheral/vdb/virtio-backend" "vda-top|vdb-top" \
 	"vda /machine/peripheral/vda/virtio-backend vda-top|vdb /machine/peripheral/vdb/virtio-backend vdb-top"

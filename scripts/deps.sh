@@ -1,12 +1,15 @@
 #!/bin/sh
 # Install what livemerge needs on Debian 12, or say what to run.
-# usage: scripts/deps.sh [build|check|demo|bench]
+# usage: scripts/deps.sh [build|check|demo|bench|qemu10]
 set -eu
 what=${1:-build}
 pkgs="gcc make pkg-config libjson-c-dev libev-dev libssh2-1-dev"
 case $what in
 check) pkgs="$pkgs libcmocka-dev qemu-system-x86 qemu-utils openssh-server socat jq bc time clang libclang-rt-14-dev qemu-guest-agent e2fsprogs" ;;
 demo) pkgs="$pkgs qemu-system-x86 qemu-utils" ;;
+# QEMU 10.0 unpacked by scripts/qemu10.sh runs with the system's shared libraries: on Debian 12
+# exactly those that 7.2's packages bring. A library a later backport needs goes here.
+qemu10) pkgs="$pkgs qemu-system-x86 qemu-utils" ;;
 esac
 missing=
 for p in $pkgs; do
