@@ -18,6 +18,8 @@
 # (after finalize), which crash points cannot reach. Last, the next verb run after a crash
 # (not recover) reconciles first by itself: a commit killed while pending, then a snapshot;
 # a snapshot killed while the guest is frozen, then a commit. Offline checks after quit.
+# it-timeout: 600
+# (about 30 kill points, each with a recover and a live data check: past 300 s on a busy machine)
 set -euo pipefail
 # shellcheck source=integration/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
