@@ -9,7 +9,7 @@
 #                        ssh setup is used by accident
 # ssh_start NAME [LINE...] sshd on 127.0.0.1:$SSH_PORT, config + extra sshd_config LINEs, log
 #                        in $T/NAME.log (sshd -D -e), stopped by the cleanup trap; host key
-#                        $SSH_HOSTKEY (default $T/ssh/host_key)
+#                        $SSH_HOSTKEY (default $T/ssh/host_key); SSH_SFTP=0: no sftp subsystem
 # ssh_stop NAME          stop it (TERM, wait)
 # ssh_target PATH        ssh://root@127.0.0.1:PORT/PATH
 # ssh_accepted NAME      how many sessions sshd NAME accepted ("Accepted publickey" lines)
@@ -71,7 +71,8 @@ ssh_start() {
 		# $T is under /tmp (mode 1777): StrictModes would refuse authorized_keys there
 		echo "StrictModes no"
 		echo "LogLevel VERBOSE"
-		echo "Subsystem sftp /usr/lib/openssh/sftp-server"
+		# SSH_SFTP=0: a hardened host without the sftp subsystem
+		[[ ${SSH_SFTP:-1} == 0 ]] || echo "Subsystem sftp /usr/lib/openssh/sftp-server"
 		for line; do echo "$line"; done
 	} >"$conf"
 	[[ ! -e $T/$name.pid ]] || it_fail "sshd $name was already started"
