@@ -61,10 +61,13 @@ asan: check-deps
 	@$(MAKE) --no-print-directory BUILD=build/asan CC=clang \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
 
-# libFuzzer targets: `make fuzz` runs each longer, `make fuzz-check` for FUZZ_SECONDS
+# libFuzzer targets: `make fuzz` runs each longer, `make fuzz-check` for FUZZ_SECONDS.
+# -fno-sanitize-recover=all: undefined behaviour aborts the input like a crash, so it is
+# saved and fails the run, instead of a "runtime error" line and a pass.
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRCS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS)) \
+	clang -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$(shell pkg-config --cflags $(PKGS)) \
 		-o $@ $< $(LIB_SRCS) $(LM_LIBS)
 
 fuzz-check: $(FUZZERS)
