@@ -83,7 +83,9 @@ $(GUEST)/initrd.img: $(wildcard integration/guest/*)
 
 guest: $(GUEST)/initrd.img
 
-integration: $(BUILD)/livemerge $(GUEST)/initrd.img
+# (check-deps: the tests need e2fsprogs, socat, jq, qemu-guest-agent ... and fail without them)
+integration: check-deps
+	@$(MAKE) --no-print-directory $(BUILD)/livemerge $(GUEST)/initrd.img
 	@integration/run
 
 # everything, with a closing tally

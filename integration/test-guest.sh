@@ -155,16 +155,16 @@ for d in vda vdb; do
 		"$T/$d.qcow2" "$d" "$T/g.ack"
 done
 qemu-img convert -q -O raw "$T/vdc.qcow2" "$T/vdc.raw"
-if command -v e2fsck >/dev/null 2>&1; then
-	# The guest never unmounted it: replay the journal (exit 1: "fixed"), then it must be clean.
-	rc=0
-	out=$(e2fsck -fy "$T/vdc.raw" 2>&1) || rc=$?
-	((rc <= 1)) || it_fail "e2fsck -fy on the fs disk: exit $rc: $out"
-	out=$(e2fsck -fn "$T/vdc.raw" 2>&1) || it_fail "e2fsck -fn on the fs disk after the replay: $out"
-	records=$(debugfs -R 'cat /lm.log' "$T/vdc.raw" 2>/dev/null | awk '$1 + 0 != NR { bad = 1 } END { print bad ? -1 : NR }')
-	((records >= fsack)) || it_fail "/lm.log holds $records good records, $fsack were acknowledged"
-	it_log "fs disk clean, /lm.log holds $records records in order ($fsack acknowledged)"
-fi
+# The guest never unmounted it: replay the journal (exit 1: "fixed"), then it must be clean.
+guest_fs_require
+rc=0
+out=$(e2fsck -fy "$T/vdc.raw" 2>&1) || rc=$?
+((rc <= 1)) || it_fail "e2fsck -fy on the fs disk: exit $rc: $out"
+out=$(e2fsck -fn "$T/vdc.raw" 2>&1) || it_fail "e2fsck -fn on the fs disk after the replay: $out"
+((fsack > 0)) || it_fail "the fs appender acknowledged no record"
+records=$(guest_fs_records "$T/vdc.raw")
+((records >= fsack)) || it_fail "/lm.log holds $records good records, $fsack were acknowledged"
+it_log "fs disk clean, /lm.log holds $records records in order ($fsack acknowledged)"
 # One flipped byte in an acknowledged block must be caught.
 qemu-img convert -q -O raw "$T/vda.qcow2" "$T/vda-bad.raw"
 last=$(guest_last_ack g vda)
