@@ -251,6 +251,15 @@ it_on_exit() {
 	IT_UNDO+=("$1")
 }
 
+# it_skip_case WHAT REASON: case WHAT of the test cannot run on this machine (REASON): one
+# line "SKIP name: WHAT: REASON" on stdout, which integration/run shows and counts as skipped
+# (never as passed). Only for what the machine lacks; anything else is a failure.
+it_skip_case() {
+	[[ $BASHPID == "$$" ]] || it_fail "it_skip_case called in a subshell"
+	echo "SKIP $IT_NAME: $1: $2"
+	it_log "case $1 skipped: $2"
+}
+
 # it_pass: end the test with "PASS name".
 it_pass() {
 	[[ $BASHPID == "$$" ]] || it_fail "it_pass called in a subshell"
