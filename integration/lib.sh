@@ -344,6 +344,17 @@ qemu_io_check() {
 	it__io_check "qemu-io $file" "$out" "$@"
 }
 
+# image_backing FILE: the backing file named in FILE's image header, or "none" (never an
+# empty answer, so a check cannot pass on a failed command); fails the test if qemu-img
+# cannot read FILE. Compare its output assigned to a variable first: a failing $(...) inside
+# a command's arguments does not stop the test.
+image_backing() {
+	local info
+	info=$(qemu-img info -U --output=json "$1" 2>&1) || it_fail "qemu-img info $1: $info"
+	jq -er 'if has("backing-filename") then ."backing-filename" else "none" end' <<<"$info" ||
+		it_fail "qemu-img info $1: not the JSON expected: $info"
+}
+
 # verify_chain_data TOPFILE NAME DEPTH: offline, read-only: every layer's pattern of chain
 # NAME (made by mk_chain with DEPTH) reads back through TOPFILE.
 verify_chain_data() {
