@@ -64,10 +64,13 @@ asan: check-deps
 	@$(MAKE) --no-print-directory BUILD=build/asan CC=clang \
 		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
 
-# libFuzzer targets: `make fuzz` runs each longer, `make fuzz-check` for FUZZ_SECONDS
+# libFuzzer targets: `make fuzz` runs each longer, `make fuzz-check` for FUZZ_SECONDS.
+# -fno-sanitize-recover=all: undefined behaviour aborts the input like a crash, so it is
+# saved and fails the run, instead of a "runtime error" line and a pass.
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRCS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS)) \
+	clang -std=gnu11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		$(shell pkg-config --cflags $(PKGS)) \
 		-o $@ $< $(LIB_SRCS) $(LM_LIBS)
 
 fuzz-check: $(FUZZERS)
@@ -83,7 +86,9 @@ $(GUEST)/initrd.img: $(wildcard integration/guest/*)
 
 guest: $(GUEST)/initrd.img
 
-integration: $(BUILD)/livemerge $(GUEST)/initrd.img
+# (check-deps: the tests need e2fsprogs, socat, jq, qemu-guest-agent ... and fail without them)
+integration: check-deps
+	@$(MAKE) --no-print-directory $(BUILD)/livemerge $(GUEST)/initrd.img
 	@integration/run
 
 # everything, with a closing tally

@@ -19,7 +19,9 @@
 #   fault_journal_steps      the steps of the journal's last operation, space separated
 #   fault_check_live NAME DISK...     checker on each disk, live (counted in the figures)
 #   fault_check_offline NAME DISK FILE  checker offline through FILE's chain
-#   fault_figures            the figures line (faults, steps, checks, acknowledged writes)
+#   fault_figures            the figures line (faults, steps, checks, acknowledged writes
+#                            proven: distinct seqs per guest and disk, each counted once however
+#                            many checks proved it); fails if no check proved any write
 #
 # QEMU's QMP socket takes one client at a time: nothing here talks to $T/NAME.qmp directly
 # while a livemerge run holds it (a second client would wait for the first to leave).
@@ -32,8 +34,9 @@ FLM_KILLED=0
 FAULT_N=0
 FAULT_STEPS=()
 FAULT_CHECKS=0
-FAULT_ACKED=0
 declare -gA FAULT_LAST_ACK=()
+# per NAME:DISK, the acknowledged seq ranges the checks proved, one "LO HI" a line
+declare -gA FAULT_SEQS=()
 
 fault_setup() {
 	it_setup
@@ -212,14 +215,31 @@ fault_journal_steps() {
 
 # ---------------------------------------------------------------- data checks
 
+# fault__count_check NAME DISK OUT: record what a passed check (checker summary OUT) proved:
+# the acknowledged seqs it names. The guest writes all the time, so a check that had no
+# acknowledged write to prove fails.
 fault__count_check() {
-	local disk=$1 out=$2 acked
-	acked=$(sed -nE 's/^disk [^:]+: acked ([0-9]+),.*/\1/p' <<<"$out")
-	[[ -n $acked ]] || it_fail "checker output not understood: $out"
+	local key=$1:$2 out=$3 re
+	re='^disk [^:]+: acked ([0-9]+), .*, seqs ([0-9]+)\.\.([0-9]+) checked$'
+	[[ $out =~ $re ]] || it_fail "check of $2: no acknowledged write checked, or output not understood: $out"
+	((BASH_REMATCH[1] > 0 && BASH_REMATCH[3] == BASH_REMATCH[1] && BASH_REMATCH[2] <= BASH_REMATCH[3])) ||
+		it_fail "check of $2: checker output not consistent: $out"
 	FAULT_CHECKS=$((FAULT_CHECKS + 1))
-	# the seqs proven present in this check: the last ring's worth (4096 blocks)
-	FAULT_ACKED=$((FAULT_ACKED + (acked < 4096 ? acked : 4096)))
-	FAULT_LAST_ACK[$disk]=$acked
+	FAULT_SEQS[$key]+="${BASH_REMATCH[2]} ${BASH_REMATCH[3]}"$'\n'
+	FAULT_LAST_ACK[$key]=${BASH_REMATCH[1]}
+}
+
+# fault_acked_proven: how many distinct acknowledged writes the checks so far proved (the
+# union of their seq ranges, per guest and disk).
+fault_acked_proven() {
+	local key total=0 n
+	for key in "${!FAULT_SEQS[@]}"; do
+		n=$(printf '%s' "${FAULT_SEQS[$key]}" | sort -n -k1,1 -k2,2 |
+			awk '{ if (n && $1 <= hi + 1) { if ($2 > hi) hi = $2 } else { if (n) s += hi - lo + 1; lo = $1; hi = $2; n = 1 } }
+				END { if (n) s += hi - lo + 1; print s + 0 }')
+		total=$((total + n))
+	done
+	echo "$total"
 }
 
 fault_check_live() {
@@ -227,15 +247,15 @@ fault_check_live() {
 	shift
 	for d; do
 		out=$(guest_check_live "$name" "$d") || it_fail "live check of $d: $out"
-		fault__count_check "$d" "$out"
+		fault__count_check "$name" "$d" "$out"
 	done
-	it_log "live check: $(printf '%s ' "$@")ok (acked ${FAULT_LAST_ACK[$1]}...)"
+	it_log "live check: $(printf '%s ' "$@")ok (acked ${FAULT_LAST_ACK[$name:$1]}...)"
 }
 
 fault_check_offline() {
 	local out
 	out=$(guest_check "$1" "$2" "$3" 2>&1) || it_fail "offline check of $2 through $3: $out"
-	fault__count_check "$2" "$out"
+	fault__count_check "$1" "$2" "$out"
 	it_log "offline: $out"
 }
 
@@ -269,11 +289,13 @@ fault_writing() {
 }
 
 fault_figures() {
-	local steps
+	local steps acked
 	steps=$(printf '%s\n' "${FAULT_STEPS[@]}" | awk '!s[$0]++' | paste -sd, -)
+	acked=$(fault_acked_proven)
 	it_log "FIGURES: faults injected $FAULT_N; steps covered ${steps:-none};" \
-		"checker runs $FAULT_CHECKS; acknowledged writes checked $FAULT_ACKED" \
+		"checker runs $FAULT_CHECKS; acknowledged writes checked $acked (distinct)" \
 		"(last acked: $(for d in "${!FAULT_LAST_ACK[@]}"; do printf '%s=%s ' "$d" "${FAULT_LAST_ACK[$d]}"; done))"
+	((FAULT_CHECKS > 0 && acked > 0)) || it_fail "no acknowledged write was proven ($FAULT_CHECKS checker runs)"
 }
 
 # fault_assert_gone FILE...: none of FILE exists.

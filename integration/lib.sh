@@ -251,6 +251,15 @@ it_on_exit() {
 	IT_UNDO+=("$1")
 }
 
+# it_skip_case WHAT REASON: case WHAT of the test cannot run on this machine (REASON): one
+# line "SKIP name: WHAT: REASON" on stdout, which integration/run shows and counts as skipped
+# (never as passed). Only for what the machine lacks; anything else is a failure.
+it_skip_case() {
+	[[ $BASHPID == "$$" ]] || it_fail "it_skip_case called in a subshell"
+	echo "SKIP $IT_NAME: $1: $2"
+	it_log "case $1 skipped: $2"
+}
+
 # it_pass: end the test with "PASS name".
 it_pass() {
 	[[ $BASHPID == "$$" ]] || it_fail "it_pass called in a subshell"
@@ -333,6 +342,17 @@ qemu_io_check() {
 	for c; do args+=(-c "$c"); done
 	out=$(qemu-io "${ro[@]}" -f qcow2 "${args[@]}" "$file" 2>&1) || true
 	it__io_check "qemu-io $file" "$out" "$@"
+}
+
+# image_backing FILE: the backing file named in FILE's image header, or "none" (never an
+# empty answer, so a check cannot pass on a failed command); fails the test if qemu-img
+# cannot read FILE. Compare its output assigned to a variable first: a failing $(...) inside
+# a command's arguments does not stop the test.
+image_backing() {
+	local info
+	info=$(qemu-img info -U --output=json "$1" 2>&1) || it_fail "qemu-img info $1: $info"
+	jq -er 'if has("backing-filename") then ."backing-filename" else "none" end' <<<"$info" ||
+		it_fail "qemu-img info $1: not the JSON expected: $info"
 }
 
 # verify_chain_data TOPFILE NAME DEPTH: offline, read-only: every layer's pattern of chain

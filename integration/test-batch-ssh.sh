@@ -10,7 +10,7 @@
 #   3. snapshot batch of the four plus one entry whose socket does not exist on the "remote":
 #      that entry's vm line says outcome 3 (and names the socket), the four succeed: exit 1
 #   Each batch is exactly one SSH session: one client authenticating and one "Accepted
-#   publickey" in sshd's log. Batch 2 runs with --parallel 1: one VM after another, so
+#   publickey" in sshd's log, for id_client, after sshd refused id_wrong on that session. Batch 2 runs with --parallel 1: one VM after another, so
 #   nothing but the batch itself can keep the session between VMs. At the end the qsds stop and every disk is read back offline (every byte).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -42,21 +42,38 @@ snap() { # snap VM TAG: snapshot of both disks of VM over ssh, overlays VM-dD.TA
 # one_session CMD...: run CMD (a bt_batch); meanwhile sshd must see exactly one SSH session:
 # one client that tried a key and one accepted session (the whole batch shares one session).
 # Counted by the client ports in sshd's publickey lines, so the TCP probe ssh_start made (it
-# never gets to authentication, and sshd may log it late) does not count. A problem is
-# recorded (reported at the end, so the data checks still run).
+# never gets to authentication, and sshd may log it late) does not count. That session must
+# have offered the plan's first identity (id_wrong) and been refused it ("Failed publickey"
+# with its fingerprint), then been accepted with the second (id_client), from the same client
+# port. A problem is recorded (reported at the end, so the data checks still run).
 SESSION_PROBLEMS=()
+FP_WRONG=$(ssh_fingerprint "$SSH_DIR/id_wrong.pub")
+FP_CLIENT=$(ssh_fingerprint "$SSH_DIR/id_client.pub")
+[[ $FP_WRONG == SHA256:* && $FP_CLIENT == SHA256:* ]] || it_fail "key fingerprints: '$FP_WRONG' '$FP_CLIENT'"
 one_session() {
-	local acc0 ports0 acc ports
+	local acc0 ports0 acc ports lines0 new port
 	acc0=$(ssh_accepted sshd)
 	ports0=$(auth_ports)
+	lines0=$(wc -l <"$T/sshd.log")
 	"$@"
 	acc=$(($(ssh_accepted sshd) - acc0))
 	ports=$(($(auth_ports) - ports0))
+	# (sshd -e ends its lines with \r\n)
+	new=$(tail -n +$((lines0 + 1)) "$T/sshd.log" | tr -d '\r')
+	# (awk, not a regex: a fingerprint holds / and +)
+	port=$(awk -v fp="$FP_CLIENT" '$1 == "Accepted" && $2 == "publickey" && $4 == "root" && $7 == "port" &&
+		$(NF - 1) == "ED25519" && $NF == fp { print $8 }' <<<"$new")
 	if [[ $ports/$acc != 1/1 ]]; then
 		SESSION_PROBLEMS+=("[$BT_CMD] $ports SSH connections and $acc accepted sessions, not 1 and 1")
 		it_log "PROBLEM: ${SESSION_PROBLEMS[-1]}; vm lines: $(jq -c 'select(.type == "vm") | [.vm, .seconds]' "$T/b.out" | tr '\n' ' ')"
+	elif [[ -z $port ]]; then
+		SESSION_PROBLEMS+=("[$BT_CMD] the session was not accepted with id_client ($FP_CLIENT): $(grep -m 1 'Accepted publickey' <<<"$new" || true)")
+		it_log "PROBLEM: ${SESSION_PROBLEMS[-1]}"
+	elif ! grep -qxF "Failed publickey for root from 127.0.0.1 port $port ssh2: ED25519 $FP_WRONG" <<<"$new"; then
+		SESSION_PROBLEMS+=("[$BT_CMD] sshd did not refuse the plan's first identity id_wrong ($FP_WRONG) on port $port: $(grep 'publickey' <<<"$new" | tr '\n' ' ' || true)")
+		it_log "PROBLEM: ${SESSION_PROBLEMS[-1]}"
 	else
-		it_log "one SSH session for [$BT_CMD]"
+		it_log "one SSH session for [$BT_CMD]: id_wrong refused, id_client accepted (port $port)"
 	fi
 }
 auth_ports() {
@@ -133,9 +150,8 @@ for vm in "${VMS[@]}"; do
 	for d in 0 1; do bt_check_offline "$vm" "$d"; done
 done
 it_log "offline: every byte of ${#VMS[@]} VMs x 2 disks verified"
-grep -q 'Failed publickey' "$T/sshd.log" && it_log "sshd refused the plan's first identity, as it should"
 if ((${#SESSION_PROBLEMS[@]})); then
-	for p in "${SESSION_PROBLEMS[@]}"; do it_log "one SSH session per batch: $p"; done
-	it_fail "not one SSH session per batch: ${SESSION_PROBLEMS[*]}"
+	for p in "${SESSION_PROBLEMS[@]}"; do it_log "one SSH session per batch, wrong key refused first: $p"; done
+	it_fail "SSH sessions of the batches: ${SESSION_PROBLEMS[*]}"
 fi
 it_pass

@@ -35,10 +35,11 @@ live_write vm vda a 0xa1 8M 4M
 ov=$(lm_node vda 0)
 
 # refused CODE CULPRIT ARGS...: livemerge ARGS exits CODE with one error line naming CULPRIT
-# and nothing in QEMU changes.
+# (never empty: that would check no message) and nothing in QEMU changes.
 refused() {
 	local code=$1 culprit=$2 before
 	shift 2
+	[[ -n $culprit ]] || it_fail "refused $*: no CULPRIT to look for in the message"
 	before=$(state_of "$LM_SOCK")
 	lm_expect "$code" "$@"
 	lm_one_line_error "$culprit"
@@ -46,10 +47,11 @@ refused() {
 }
 
 # misused CULPRIT ARGS...: a usage error: exit 2, the first line on stderr "livemerge: ..."
-# naming CULPRIT (a usage summary may follow), nothing in QEMU changes.
+# naming CULPRIT (never empty; a usage summary may follow), nothing in QEMU changes.
 misused() {
 	local culprit=$1 before
 	shift
+	[[ -n $culprit ]] || it_fail "misused $*: no CULPRIT to look for in the message"
 	before=$(state_of "$LM_SOCK")
 	lm_expect 2 "$@"
 	head -n 1 "$T/lm.err" | grep -qF -- "livemerge: " || it_fail "usage error without a 'livemerge: ' line first: $(lm_report)"
@@ -89,18 +91,18 @@ refused 2 nosuch-layer stream vdb --base nosuch-layer
 refused 2 "$I/a.0.qcow2" commit vdb --base "$I/a.0.qcow2" # a layer of another disk
 
 # ---- base above top, base == top
-refused 2 "" commit vdb --top "$I/b.1.qcow2" --base "$b"
-refused 2 "" commit vdb --top "$I/b.1.qcow2" --base "$I/b.1.qcow2"
+refused 2 "vdb: base $b is not below top $I/b.1.qcow2" commit vdb --top "$I/b.1.qcow2" --base "$b"
+refused 2 "vdb: base $I/b.1.qcow2 is not below top $I/b.1.qcow2" commit vdb --top "$I/b.1.qcow2" --base "$I/b.1.qcow2"
 
 # ---- nothing below top, nothing to do
-refused 2 "$I/b.0.qcow2" commit vdb --top "$I/b.0.qcow2"
-refused 2 vdc commit vdc
-refused 2 vdc stream vdc
+refused 2 "vdb: top $I/b.0.qcow2 is the base of the chain: nothing below it" commit vdb --top "$I/b.0.qcow2"
+refused 2 "vdc: its chain has a single layer: nothing to commit" commit vdc
+refused 2 "vdc: its chain has a single layer: nothing to stream" stream vdc
 
 # ---- malformed arguments
 misused fast commit vda --speed fast
 misused --no-such-option commit vda --no-such-option
-misused "" qmp query-jobs '{"not json'
+misused "qmp: ARGUMENTS must be a JSON object: " qmp query-jobs '{"not json'
 
 # ---- QEMU killed in the middle of a commit
 lm_ok snapshot "vdb=$I/b.s.qcow2"

@@ -44,6 +44,16 @@ by_hand() {
 	wait_job_status "$MON2" "$2" running 10
 }
 
+# leftover_reported JOB: the last --json run reported, in one message line, that it found the
+# concluded JOB and dismissed it (a cancelled job's error is named with it).
+leftover_reported() {
+	local msgs
+	msgs=$(jq -r 'select(.type == "message") | .message' "$T/lm.out") || it_fail "stdout is not JSON lines: $(lm_report)"
+	grep -qxE "dismissing leftover concluded job $1 \\(.+\\)" <<<"$msgs" ||
+		it_fail "no message that the leftover job $1 was dismissed; messages: ${msgs//$'\n'/; }"
+	it_log "reported: $(grep -F "job $1 " <<<"$msgs")"
+}
+
 # ---- 1. a running commit job with our id
 by_hand block-commit livemerge-commit-vda "$ov"
 before=$(state_of "$LM_SOCK")
@@ -78,7 +88,7 @@ by_hand block-commit livemerge-commit-vda "$ov" '{"auto-dismiss": false}'
 lm_ok qmp job-cancel '{"id": "livemerge-commit-vda"}'
 wait_job_status "$MON2" livemerge-commit-vda concluded 10
 lm_ok --json commit vda
-grep -q 'livemerge-commit-vda' "$T/lm.out" "$T/lm.err" || it_fail "the leftover job is not reported: $(lm_report)"
+leftover_reported livemerge-commit-vda
 assert_chain vda "$a" "$I/a.0.qcow2"
 assert_no_jobs "$LM_SOCK" "commit over a concluded job of ours"
 live_check vm vda:a vdb:b
@@ -88,6 +98,7 @@ by_hand block-stream livemerge-stream-vdb vdb-top '{"auto-dismiss": false}'
 lm_ok qmp job-cancel '{"id": "livemerge-stream-vdb"}'
 wait_job_status "$MON2" livemerge-stream-vdb concluded 10
 lm_ok --json stream vdb
+leftover_reported livemerge-stream-vdb
 assert_chain vdb "$b"
 assert_no_jobs "$LM_SOCK" "stream over a concluded job of ours"
 live_write vm vda a 0xa2 12M 1M

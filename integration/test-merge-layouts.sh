@@ -21,7 +21,7 @@ I=$T/img
 # core LAYOUT START Q0 Q1 B0 B1: LAYOUT names the VM and its images; START starts it; Q0/Q1 are
 # the qdev ids, B0/B1 the block backend names ("" if anonymous).
 core() {
-	local L=$1 start=$2 q0=$3 q1=$4 b0=$5 b1=$6 x y ov0 ov1 n1 before
+	local L=$1 start=$2 q0=$3 q1=$4 b0=$5 b1=$6 x y ov0 ov1 n1 before f got
 	x=$(mk_chain "$I" "$L-x" 1 $SIZE)
 	y=$(mk_chain "$I" "$L-y" 2 $SIZE)
 	exp_chain "$L-x" 1
@@ -73,7 +73,10 @@ core() {
 	stop_vm "$L"
 	check_offline "$L-x" "$x" $SIZE
 	check_offline "$L-y" "$y" $SIZE
-	it_assert_eq "$(qemu-img info --output=json "$y" | jq -r '."backing-filename" // ""')" "" "$L: $y flattened: backing file in its header"
+	for f in "$x" "$y"; do
+		got=$(image_backing "$f")
+		it_assert_eq "$got" none "$L: $f flattened: backing file in its header"
+	done
 }
 
 core bd start_vm_blockdev vda vdb "" ""

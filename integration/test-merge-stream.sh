@@ -40,10 +40,14 @@ files() {
 	find "$I" -maxdepth 1 -type f | sort
 }
 
-# live_backing FILE: the backing file QEMU's node of FILE has now.
+# live_backing FILE: the backing file QEMU's (one) qcow2 node of FILE has now, or "none".
 live_backing() {
-	qmpq "$LM_SOCK" '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' |
-		jq -r --arg f "$1" '.return[] | select(.drv == "qcow2" and .file == $f) | .backing_file // ""'
+	local nodes n
+	nodes=$(qmpq "$LM_SOCK" '{"execute":"query-named-block-nodes","arguments":{"flat":true}}')
+	n=$(jq -r --arg f "$1" '[.return[] | select(.drv == "qcow2" and .file == $f)] | length' <<<"$nodes") ||
+		it_fail "live_backing $1: query-named-block-nodes reply not understood: ${nodes:0:300}"
+	((n == 1)) || it_fail "live_backing $1: $n qcow2 nodes of it in QEMU, not 1"
+	jq -r --arg f "$1" '.return[] | select(.drv == "qcow2" and .file == $f) | .backing_file // "none"' <<<"$nodes"
 }
 
 live_write vm vda a 0xa1 8M 1M
@@ -69,7 +73,8 @@ before=$(files)
 lm_ok --json stream vda --delete
 it_assert_eq "$(lm_result_json | jq -c '[.ok, .outcome, .verb]')" '[true,0,"stream"]' "stream vda: result"
 assert_chain vda "$a"
-it_assert_eq "$(live_backing "$a")" "" "flattened vda: live backing file"
+got=$(live_backing "$a")
+it_assert_eq "$got" none "flattened vda: live backing file"
 want=$(grep -vxF -e "$I/a.0.qcow2" -e "$I/a.1.qcow2" -e "$I/a.2.qcow2" <<<"$before")
 it_assert_eq "$(files)" "$want" "stream --delete: image files left"
 assert_no_jobs "$LM_SOCK" "stream vda"
@@ -113,7 +118,8 @@ live_check vm vda:a vdb:b vdc:c
 # ---- offline
 stop_vm vm
 for f in "$a" "$b" "$c"; do
-	it_assert_eq "$(qemu-img info --output=json "$f" | jq -r '."backing-filename" // ""')" "" "flattened $f: backing file in the header"
+	got=$(image_backing "$f")
+	it_assert_eq "$got" none "flattened $f: backing file in the header"
 done
 check_offline a "$a" $SIZE
 check_offline b "$b" $SIZE

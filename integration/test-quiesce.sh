@@ -260,21 +260,22 @@ fsack=$(guest_last_fsack g)
 stop_guest g
 grep -q '^ERR' "$T/g.ack" && it_fail "the guest's writer reported errors: $(grep -m1 '^ERR' "$T/g.ack")"
 fault_check_offline g vda "$(jq -r '.vda[0]' <<<"$final")"
-if command -v e2fsck >/dev/null 2>&1; then
-	# the backing file of the first quiesced snapshot holds the fs as frozen: clean as it is
-	qemu-img convert -q -O raw "$QUIESCED_BASE" "$T/quiesced.raw"
-	out=$(e2fsck -fn "$T/quiesced.raw" 2>&1) || it_fail "the fs in the quiesced snapshot is not clean: $out"
-	records=$(debugfs -R 'cat /lm.log' "$T/quiesced.raw" 2>/dev/null | awk '$1 + 0 != NR { bad = 1 } END { print bad ? -1 : NR }')
-	((records >= fsack_frozen)) || it_fail "the quiesced fs holds $records records, $fsack_frozen were acknowledged before the freeze"
-	it_log "quiesced snapshot's fs: clean without a journal replay, $records records in order ($fsack_frozen acknowledged before the freeze)"
-	# the final chain's fs: every acknowledged record (after a journal replay)
-	qemu-img convert -q -O raw "$(jq -r '.vdb[0]' <<<"$final")" "$T/final.raw"
-	rc=0
-	out=$(e2fsck -fy "$T/final.raw" 2>&1) || rc=$?
-	((rc <= 1)) || it_fail "e2fsck -fy on the final fs: exit $rc: $out"
-	records=$(debugfs -R 'cat /lm.log' "$T/final.raw" 2>/dev/null | awk '$1 + 0 != NR { bad = 1 } END { print bad ? -1 : NR }')
-	((records >= fsack)) || it_fail "the final fs holds $records good records, $fsack were acknowledged"
-	it_log "final fs: $records records in order ($fsack acknowledged)"
-fi
+guest_fs_require
+# the backing file of the first quiesced snapshot holds the fs as frozen: clean as it is
+qemu-img convert -q -O raw "$QUIESCED_BASE" "$T/quiesced.raw"
+out=$(e2fsck -fn "$T/quiesced.raw" 2>&1) || it_fail "the fs in the quiesced snapshot is not clean: $out"
+((fsack_frozen > 0)) || it_fail "no fs record was acknowledged before the freeze"
+records=$(guest_fs_records "$T/quiesced.raw")
+((records >= fsack_frozen)) || it_fail "the quiesced fs holds $records records, $fsack_frozen were acknowledged before the freeze"
+it_log "quiesced snapshot's fs: clean without a journal replay, $records records in order ($fsack_frozen acknowledged before the freeze)"
+# the final chain's fs: every acknowledged record (after a journal replay)
+qemu-img convert -q -O raw "$(jq -r '.vdb[0]' <<<"$final")" "$T/final.raw"
+rc=0
+out=$(e2fsck -fy "$T/final.raw" 2>&1) || rc=$?
+((rc <= 1)) || it_fail "e2fsck -fy on the final fs: exit $rc: $out"
+((fsack > fsack_frozen)) || it_fail "the fs appender acknowledged nothing after the first freeze ($fsack)"
+records=$(guest_fs_records "$T/final.raw")
+((records >= fsack)) || it_fail "the final fs holds $records good records, $fsack were acknowledged"
+it_log "final fs: $records records in order ($fsack acknowledged)"
 fault_figures
 it_pass

@@ -200,8 +200,8 @@ for ((i = 0; i < 4; i++)); do
 	done <<<"${EXPECT[$i]}"
 	cmds+=("read -P 0 $((32 * MIB)) $MIB")
 	# the flattened active layer holds everything, on its own
-	[[ -z $(qemu-img info --output=json "$T/img/d$i.s2.qcow2" | jq -r '."backing-filename" // empty') ]] ||
-		it_fail "d$i.s2.qcow2 still has a backing file after stream"
+	got=$(image_backing "$T/img/d$i.s2.qcow2")
+	[[ $got == none ]] || it_fail "d$i.s2.qcow2 still has a backing file after stream: $got"
 	qemu_io_check -r "$T/img/d$i.s2.qcow2" "${cmds[@]}"
 	# the commit put the 16M write into layer 1
 	qemu_io_check -r "$T/img/d$i.1.qcow2" "read -P $(printf '0x%02x' $((0xb0 + i))) $((16 * MIB)) $MIB"

@@ -10,8 +10,13 @@
 # with N from libFuzzer's closing "#N DONE" line. A crash, leak, timeout or
 # out-of-memory prints the saved input's path and the end of the log, keeps
 # the temporary directory, and makes the script exit non-zero after the
-# remaining targets ran.
+# remaining targets ran. So does any sanitizer report: the targets are built
+# with -fno-sanitize-recover=all, halt_on_error=1 is set for ASan and UBSan
+# here (after any options of the caller's, so it wins), and a log that holds
+# a "runtime error" or "Sanitizer" report fails the target all the same.
 set -u
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}halt_on_error=1"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}halt_on_error=1:print_stacktrace=1"
 [ $# -ge 2 ] || { echo "usage: $0 SECONDS FUZZER..." >&2; exit 2; }
 secs=$1
 shift
@@ -39,7 +44,9 @@ for fz in "$@"; do
 	rc=$?
 	execs=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]]*DONE.*/\1/p' "$work/log" | tail -n 1)
 	crashes=$(find "$work/artifacts" -type f | wc -l)
-	if [ $rc -eq 0 ] && [ "$crashes" -eq 0 ] && [ -n "$execs" ]; then
+	# a sanitizer report that did not stop the target still fails it
+	reports=$(grep -cE 'runtime error|ERROR: [A-Za-z]*Sanitizer|SUMMARY: [A-Za-z]*Sanitizer' "$work/log")
+	if [ $rc -eq 0 ] && [ "$crashes" -eq 0 ] && [ "$reports" -eq 0 ] && [ -n "$execs" ]; then
 		echo "fuzz $name: $execs execs, 0 crashes"
 		rm -rf -- "$work"
 		passed=$((passed + 1))
@@ -47,8 +54,9 @@ for fz in "$@"; do
 	fi
 	status=1
 	failed=$((failed + 1))
-	[ "$crashes" -gt 0 ] || crashes=1
-	echo "fuzz $name: ${execs:-?} execs, $crashes crashes (exit status $rc)"
+	[ "$crashes" -gt 0 ] || [ "$reports" -gt 0 ] || crashes=1
+	echo "fuzz $name: ${execs:-?} execs, $crashes crashes, $reports sanitizer report lines (exit status $rc)"
+	grep -m 3 -E 'runtime error|ERROR: [A-Za-z]*Sanitizer' "$work/log" | sed "s/^/fuzz $name: /"
 	for f in "$work"/artifacts/*; do
 		[ -f "$f" ] && echo "fuzz $name: crash input: $f"
 	done

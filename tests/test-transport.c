@@ -422,7 +422,10 @@ static int tcp_listener(int family, const char *addr, int *port)
 		len = sizeof(*sin6);
 	}
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 4) < 0) {
+		int e = errno;
+
 		close(fd);
+		errno = e; /* the caller tells "no IPv6 here" from a failure by it */
 		return -1;
 	}
 	len = sizeof(ss);
@@ -470,8 +473,14 @@ static void test_tcp_connect_ipv6(void **state)
 
 	(void)state;
 	lfd = tcp_listener(AF_INET6, "::1", &port);
+	if (lfd < 0 && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
+		/* no IPv6, or no ::1, on this machine: cmocka counts the test as skipped (and
+		 * scripts/check.sh shows it in the tally), never as passed */
+		print_message("no IPv6 loopback here (%s): skipped\n", strerror(errno));
+		skip();
+	}
 	if (lfd < 0)
-		skip(); /* no IPv6 loopback here */
+		fail_msg("listening on [::1]: %s", strerror(errno));
 	snprintf(target, sizeof(target), "tcp:[::1]:%d", port);
 	t = tr_new(target, &err);
 	assert_non_null(t);

@@ -6,8 +6,9 @@
 #                 temporary raw file); or an NBD URI (nbd+unix:///EXPORT?socket=PATH,
 #                 nbd://HOST:PORT/EXPORT), read live the same way
 #   DISKNAME      the writer's name of the disk (vda)
-#   ACKFILE       the guest's ack file: the last complete "ACK DISKNAME SEQ" line counts; or a
-#                 plain number, the acknowledged seq itself
+#   ACKFILE       the guest's ack file: the last complete "ACK DISKNAME SEQ" line counts (a
+#                 file without one fails the check: the guest's writer was expected to have
+#                 written); or a plain number, the acknowledged seq itself
 # Prints the checker's summary line; exits 0 if the disk is sound, 1 if not, 2 on other errors.
 # Environment: LM_CHECK_SHARE=1 reads an image QEMU still has open (qemu-img -U): only sound if
 # the guest is paused or gone. LM_CHECKER: the checker binary (default build/guest/lmcheck,
@@ -38,6 +39,10 @@ elif [[ -f $ackfile ]]; then
 	# A line QEMU has not finished writing does not count.
 	acked=$(if [[ -n $(tail -c 1 "$ackfile") ]]; then head -n -1 "$ackfile"; else cat "$ackfile"; fi |
 		awk -v d="$disk" '$1 == "ACK" && $2 == d { s = $3 } END { print s + 0 }')
+	if ((acked == 0)); then
+		echo "check-disk.sh: $ackfile holds no acknowledged write of $disk: nothing would be checked" >&2
+		exit 1
+	fi
 else
 	echo "check-disk.sh: no ack file $ackfile" >&2
 	exit 2

@@ -18,7 +18,9 @@
  * seq >= s: a block holding an older seq is stale, an empty one is missing (torn or misplaced
  * blocks are counted once, as such). Newer seqs than ACKED are fine (in flight when the ACK
  * was read). Prints one summary line on stdout:
- *   disk vda: acked 1234, checked 4096 blocks, 0 torn, 0 stale, 0 missing, 0 misplaced
+ *   disk vda: acked 1234, checked 4096 blocks, 0 torn, 0 stale, 0 missing, 0 misplaced, seqs 1..1234 checked
+ * where the last field names the acknowledged seqs checked ("seqs none checked" when ACKED is
+ * 0): with exit status 0, each of them is proven on the disk.
  * Exit status: 0 when all four counts are 0, 1 when any is not, 2 on a usage or I/O error.
  */
 #define _GNU_SOURCE
@@ -106,7 +108,7 @@ static uint64_t find_ring(int fd, uint64_t max_blocks)
 
 int main(int argc, char **argv)
 {
-	uint64_t ring = 0, acked, torn = 0, stale = 0, missing = 0, misplaced = 0, newer = 0;
+	uint64_t ring = 0, acked, torn = 0, stale = 0, missing = 0, misplaced = 0, newer = 0, first;
 	unsigned char *data;
 	enum kind *kinds;
 	uint64_t *seqs;
@@ -187,7 +189,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "block %llu (offset %llu): %s: %s\n", (unsigned long long)i,
 				(unsigned long long)(i * LMB_SIZE), kind_name[kinds[i]], why);
 	}
-	for (uint64_t s = acked > ring ? acked - ring + 1 : 1; acked && s <= acked; s++) {
+	first = acked > ring ? acked - ring + 1 : 1;
+	for (uint64_t s = first; acked && s <= acked; s++) {
 		uint64_t i = s % ring;
 		if (kinds[i] == EMPTY) {
 			missing++;
@@ -202,9 +205,13 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("disk %s: acked %llu, checked %llu blocks, %llu torn, %llu stale, %llu missing, "
-	       "%llu misplaced\n",
+	       "%llu misplaced, ",
 	       disk, (unsigned long long)acked, (unsigned long long)ring, (unsigned long long)torn,
 	       (unsigned long long)stale, (unsigned long long)missing, (unsigned long long)misplaced);
+	if (acked)
+		printf("seqs %llu..%llu checked\n", (unsigned long long)first, (unsigned long long)acked);
+	else
+		printf("seqs none checked\n");
 	if (verbose)
 		fprintf(stderr, "disk %s: %llu blocks newer than the last ack\n", disk,
 			(unsigned long long)newer);

@@ -4,7 +4,7 @@
 # and call it_setup first; like lib.sh's start_*, start_guest must run in the test's own shell.
 #
 #   guest_build                     build or reuse the guest in $GUEST_DIR (build/guest)
-#   guest_mkfs FILE SIZE            a qcow2 image holding an empty ext4 filesystem
+#   guest_mkfs FILE SIZE            a qcow2 image holding an empty ext4 filesystem (mkfs.ext4)
 #   start_guest NAME [-r RATE] [-f FSIMAGE] TOPFILE...
 #                                   boot the guest; TOPFILE... (qcow2) are the log disks vda,
 #                                   vdb, ...; FSIMAGE the next letter, mounted at /mnt. Returns
@@ -17,6 +17,8 @@
 #   guest_wait_ack NAME DISK SEQ [TIMEOUT]   wait until DISK's ack reaches SEQ
 #   guest_check NAME DISK IMAGE     check-disk.sh against NAME's ack file (see check-disk.sh)
 #   guest_check_live NAME DISK      the same, live: the VM paused, its disk read over NBD
+#   guest_fs_require                fail unless e2fsck and debugfs (e2fsprogs) are here
+#   guest_fs_records RAW            records of the appender's /lm.log in the ext4 image RAW
 #   stop_guest NAME                 quit through QMP (lib.sh's stop_vm)
 #
 # Layout of a guest NAME (disk N = vda, vdb, ... in the order given; the fs disk last):
@@ -37,18 +39,17 @@ guest_build() {
 	"$GUEST_SRC/build.sh" "$GUEST_DIR" || it_fail "building the test guest failed (integration/guest/build.sh)"
 }
 
+# (the guest would format a blank disk itself, as ext2 with busybox: not what the tests
+# check, so mkfs.ext4 is required here like e2fsck and debugfs)
 guest_mkfs() {
 	local file=$1 size=$2 raw=$T/.mkfs.$$.raw
-	if command -v mkfs.ext4 >/dev/null 2>&1; then
-		rm -f -- "$raw"
-		truncate -s "$size" "$raw"
-		mkfs.ext4 -q -F -L lmfs "$raw" >&2 || it_fail "mkfs.ext4 $raw failed"
-		qemu-img convert -q -f raw -O qcow2 "$raw" "$file" >&2 || it_fail "qemu-img convert $raw failed"
-		rm -f -- "$raw"
-	else
-		# The guest formats a blank disk itself (busybox mke2fs: ext2, slower under TCG).
-		qemu-img create -q -f qcow2 "$file" "$size" >&2
-	fi
+	command -v mkfs.ext4 >/dev/null 2>&1 ||
+		it_fail "mkfs.ext4 is missing: install e2fsprogs (scripts/deps.sh check installs it)"
+	rm -f -- "$raw"
+	truncate -s "$size" "$raw"
+	mkfs.ext4 -q -F -L lmfs "$raw" >&2 || it_fail "mkfs.ext4 $raw failed"
+	qemu-img convert -q -f raw -O qcow2 "$raw" "$file" >&2 || it_fail "qemu-img convert $raw failed"
+	rm -f -- "$raw"
 }
 
 # guest__ack_lines FILE: FILE without an unfinished last line.
@@ -244,6 +245,30 @@ guest_check_live() {
 		qmp_raw "$sock" '{"execute":"cont"}' >/dev/null || it_fail "guest_check_live: cont refused"
 	fi
 	return "$rc"
+}
+
+guest_fs_require() {
+	local t
+	for t in e2fsck debugfs; do
+		command -v "$t" >/dev/null 2>&1 ||
+			it_fail "$t is missing: install e2fsprogs (scripts/deps.sh check installs it)"
+	done
+}
+
+# guest_fs_records RAW: how many records /lm.log in the ext4 image RAW (a raw file) holds; they
+# must be 1, 2, ... in order. Fails the test if debugfs cannot read the log or a record is out
+# of place (the number and place of the first bad one in the message).
+guest_fs_records() {
+	local raw=$1 out err n
+	guest_fs_require
+	out=$(debugfs -R 'cat /lm.log' "$raw" 2>"$T/.debugfs.err") || it_fail "debugfs on $raw: $(cat "$T/.debugfs.err")"
+	# debugfs says "debugfs 1.47.0 (5-Feb-2023)" on stderr, then only problems, and exits 0 on them
+	err=$(grep -v '^debugfs [0-9]' "$T/.debugfs.err" || true)
+	[[ -z $err ]] || it_fail "debugfs cat /lm.log in $raw: ${err%%$'\n'*}"
+	[[ -n $out ]] || it_fail "/lm.log in $raw is empty"
+	n=$(awk '!bad && $1 + 0 != NR { bad = NR ": " $0 } END { print bad ? "bad record " bad : NR }' <<<"$out")
+	[[ $n =~ ^[0-9]+$ ]] || it_fail "/lm.log in $raw: $n"
+	echo "$n"
 }
 
 stop_guest() {
