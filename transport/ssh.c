@@ -84,10 +84,25 @@ enum probe_step { PROBE_INIT, PROBE_STAT, PROBE_SHUTDOWN };
 enum probe_found { FOUND_UNKNOWN, FOUND_MISSING, FOUND_SOCKET, FOUND_OTHER, FOUND_NOACCESS };
 
 struct ssh_sess;
+struct tr_ssh;
+
+/*
+ * A kind of channel: what differs between them is how one is opened.
+ * The pump opens a session's channels one at a time, in the order made:
+ * open_step is called for the head of that queue (CHAN_WAIT, CHAN_OPENING
+ * or CHAN_PROBING) and sends only when ssh_sess_may_send(s, BUSY_OPEN or
+ * BUSY_PROBE, c). It returns 1 when c moved on (opened through
+ * ssh_chan_opened, failed to CHAN_DONE, or a next step that may run at
+ * once), 0 to wait for the socket (or the session failed).
+ */
+struct ssh_chan_kind {
+	int (*open_step)(struct tr_ssh *c);
+};
 
 struct tr_ssh {
 	struct tr base;
 	struct ssh_sess *s;
+	const struct ssh_chan_kind *kind;
 	struct tr_ssh *next; /* in s->chans, in the order made */
 	char *path;
 	enum chan_state state;
@@ -155,14 +170,14 @@ struct ssh_sess {
 static struct ssh_sess *ssh_sessions;
 
 static void ssh_pump(struct ssh_sess *s);
-static void sess_free(struct ssh_sess *s);
+static void ssh_sess_free(struct ssh_sess *s);
 
 /* ------------------------------------------------------------ small helpers */
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* base64 of src without '=' padding, as OpenSSH prints fingerprints */
-static void b64_encode_nopad(const unsigned char *src, size_t len, char *dst, size_t cap)
+static void ssh_b64_encode_nopad(const unsigned char *src, size_t len, char *dst, size_t cap)
 {
 	size_t i, o = 0;
 
@@ -225,7 +240,7 @@ static void tried_add(struct ssh_sess *s, const char *fmt, ...)
 	va_end(ap);
 }
 
-static const char *sess_errmsg(struct ssh_sess *s)
+static const char *ssh_sess_errmsg(struct ssh_sess *s)
 {
 	char *msg = NULL;
 
@@ -236,16 +251,16 @@ static const char *sess_errmsg(struct ssh_sess *s)
 }
 
 /* Why the connection broke, as the socket saw it. */
-static const char *sess_lost(struct ssh_sess *s)
+static const char *ssh_sess_lost(struct ssh_sess *s)
 {
 	if (s->sock_eof)
 		return "the server closed the connection";
 	if (s->sock_errno != 0)
 		return strerror(s->sock_errno);
-	return sess_errmsg(s);
+	return ssh_sess_errmsg(s);
 }
 
-static int sess_dirs(struct ssh_sess *s)
+static int ssh_sess_dirs(struct ssh_sess *s)
 {
 	return s->ssh != NULL ? libssh2_session_block_directions(s->ssh) : 0;
 }
@@ -277,15 +292,15 @@ static int ssh_rc_fatal(int rc)
 
 /* May the operation (op, c) send now? Only the busy one, or any when none
  * is: libssh2 must finish a partial packet before it takes another. */
-static int sess_may_send(struct ssh_sess *s, enum busy_op op, struct tr_ssh *c)
+static int ssh_sess_may_send(struct ssh_sess *s, enum busy_op op, struct tr_ssh *c)
 {
 	return s->busy == BUSY_NONE || (s->busy == op && s->busy_chan == c);
 }
 
 /* After an operation returned EAGAIN or finished: note or clear busy. */
-static void sess_note_busy(struct ssh_sess *s, enum busy_op op, struct tr_ssh *c, int again)
+static void ssh_sess_note_busy(struct ssh_sess *s, enum busy_op op, struct tr_ssh *c, int again)
 {
-	if (again && (sess_dirs(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
+	if (again && (ssh_sess_dirs(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
 		if (s->busy == BUSY_NONE) {
 			s->busy = op;
 			s->busy_chan = c;
@@ -298,7 +313,7 @@ static void sess_note_busy(struct ssh_sess *s, enum busy_op op, struct tr_ssh *c
 
 /* ------------------------------------------------------------ failures */
 
-static void chan_fail(struct tr_ssh *c, const struct lm_error *e)
+static void ssh_chan_fail(struct tr_ssh *c, const struct lm_error *e)
 {
 	if (c->failed)
 		return;
@@ -308,9 +323,9 @@ static void chan_fail(struct tr_ssh *c, const struct lm_error *e)
 		c->s->kick = 1;
 }
 
-static void chan_failf(struct tr_ssh *c, enum lm_err_code code, const char *fmt, ...)
+static void ssh_chan_failf(struct tr_ssh *c, enum lm_err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static void chan_failf(struct tr_ssh *c, enum lm_err_code code, const char *fmt, ...)
+static void ssh_chan_failf(struct tr_ssh *c, enum lm_err_code code, const char *fmt, ...)
 {
 	struct lm_error e;
 	char msg[sizeof(e.msg)];
@@ -320,7 +335,7 @@ static void chan_failf(struct tr_ssh *c, enum lm_err_code code, const char *fmt,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	lm_error_set(&e, code, "%s: %s", c->base.desc, msg);
-	chan_fail(c, &e);
+	ssh_chan_fail(c, &e);
 }
 
 static void sess_unregister(struct ssh_sess *s)
@@ -348,7 +363,7 @@ static void sess_unlink_chan(struct ssh_sess *s, struct tr_ssh *c)
 		}
 }
 
-static void chan_free_mem(struct tr_ssh *c)
+static void ssh_chan_free_mem(struct tr_ssh *c)
 {
 	if (c->s != NULL)
 		ev_timer_stop(c->s->loop, &c->timer);
@@ -363,9 +378,9 @@ static void chan_free_mem(struct tr_ssh *c)
  * down, not closed, so that the fd number stays ours while the users'
  * watchers still name it). Channels nobody holds are freed.
  */
-static void sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, ...)
+static void ssh_sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static void sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, ...)
+static void ssh_sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, ...)
 {
 	struct tr_ssh *c, *next;
 	char msg[sizeof(s->err.msg)];
@@ -391,14 +406,14 @@ static void sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt
 		ev_timer_stop(s->loop, &c->timer);
 		if (!c->attached) {
 			sess_unlink_chan(s, c);
-			chan_free_mem(c);
+			ssh_chan_free_mem(c);
 			continue;
 		}
 		if (!c->failed) {
 			struct lm_error e;
 
 			lm_error_set(&e, code, "%s: %s", c->base.desc, msg);
-			chan_fail(c, &e);
+			ssh_chan_fail(c, &e);
 		}
 		c->sftp = NULL; /* freed with the session's channels */
 		c->state = CHAN_DONE;
@@ -549,7 +564,7 @@ static int hostkey_append(struct ssh_sess *s, LIBSSH2_KNOWNHOSTS *kh, const char
 }
 
 /* Check the server's key: 0, or -1 with the session failed (HOSTKEY). */
-static int sess_check_hostkey(struct ssh_sess *s)
+static int ssh_hostkey_check(struct ssh_sess *s)
 {
 	const char *key, *hash, *tname;
 	char fp[96], b64[48];
@@ -560,20 +575,20 @@ static int sess_check_hostkey(struct ssh_sess *s)
 	key = libssh2_session_hostkey(s->ssh, &keylen, &type);
 	hash = libssh2_hostkey_hash(s->ssh, LIBSSH2_HOSTKEY_HASH_SHA256);
 	if (key == NULL || hash == NULL) {
-		sess_fail(s, LM_ERR_HOSTKEY, "%s sent no usable host key", s->khname);
+		ssh_sess_fail(s, LM_ERR_HOSTKEY, "%s sent no usable host key", s->khname);
 		return -1;
 	}
-	b64_encode_nopad((const unsigned char *)hash, 32, b64, sizeof(b64));
+	ssh_b64_encode_nopad((const unsigned char *)hash, 32, b64, sizeof(b64));
 	bits = hostkey_bits(type, &tname);
 	snprintf(fp, sizeof(fp), "%s key SHA256:%s", tname, b64);
 	kh = libssh2_knownhost_init(s->ssh);
 	if (kh == NULL) {
-		sess_fail(s, LM_ERR_NOMEM, "out of memory");
+		ssh_sess_fail(s, LM_ERR_NOMEM, "out of memory");
 		return -1;
 	}
 	if (hostkey_load(kh, s->known_hosts, &ends_nl) < 0 && errno != ENOENT) {
-		sess_fail(s, LM_ERR_HOSTKEY, "cannot read known hosts file %s: %s", s->known_hosts,
-			  strerror(errno));
+		ssh_sess_fail(s, LM_ERR_HOSTKEY, "cannot read known hosts file %s: %s",
+			      s->known_hosts, strerror(errno));
 		libssh2_knownhost_free(kh);
 		return -1;
 	}
@@ -587,31 +602,31 @@ static int sess_check_hostkey(struct ssh_sess *s)
 		r = 0;
 		break;
 	case LIBSSH2_KNOWNHOST_CHECK_MISMATCH:
-		sess_fail(s, LM_ERR_HOSTKEY,
-			  "host key for %s has CHANGED (now %s), refusing to connect: someone may "
-			  "be intercepting the connection; if the host was reinstalled, remove the "
-			  "old key (ssh-keygen -R '%s' -f %s) and connect again",
-			  s->khname, fp, s->khname, s->known_hosts);
+		ssh_sess_fail(s, LM_ERR_HOSTKEY,
+			      "host key for %s has CHANGED (now %s), refusing to connect: someone "
+			      "may be intercepting the connection; if the host was reinstalled, "
+			      "remove the old key (ssh-keygen -R '%s' -f %s) and connect again",
+			      s->khname, fp, s->khname, s->known_hosts);
 		r = -1;
 		break;
 	case LIBSSH2_KNOWNHOST_CHECK_NOTFOUND:
 		if (!s->accept_new) {
-			sess_fail(s, LM_ERR_HOSTKEY,
-				  "host %s is not in %s (it offers %s): check the fingerprint, "
-				  "then add it with --accept-new-host-key (or ssh to it once)",
-				  s->khname, s->known_hosts, fp);
+			ssh_sess_fail(s, LM_ERR_HOSTKEY,
+				      "host %s is not in %s (it offers %s): check the fingerprint, "
+				      "then add it with --accept-new-host-key (or ssh to it once)",
+				      s->khname, s->known_hosts, fp);
 			r = -1;
 		} else if (hostkey_append(s, kh, key, keylen, bits, ends_nl) < 0) {
-			sess_fail(s, LM_ERR_HOSTKEY, "cannot add %s to %s: %s", s->khname,
-				  s->known_hosts, strerror(errno));
+			ssh_sess_fail(s, LM_ERR_HOSTKEY, "cannot add %s to %s: %s", s->khname,
+				      s->known_hosts, strerror(errno));
 			r = -1;
 		} else {
 			r = 0;
 		}
 		break;
 	default:
-		sess_fail(s, LM_ERR_HOSTKEY, "cannot check the host key of %s: %s", s->khname,
-			  sess_errmsg(s));
+		ssh_sess_fail(s, LM_ERR_HOSTKEY, "cannot check the host key of %s: %s", s->khname,
+			      ssh_sess_errmsg(s));
 		r = -1;
 		break;
 	}
@@ -626,7 +641,7 @@ static int sess_check_hostkey(struct ssh_sess *s)
  * -1 unreadable (errno). *rsa: an RSA key (libssh2 1.10 signs those with
  * SHA-1 only, which OpenSSH 8.8+ refuses).
  */
-static int key_inspect(const char *file, int *rsa)
+static int ssh_key_inspect(const char *file, int *rsa)
 {
 	static const char ossh_begin[] = "-----BEGIN OPENSSH PRIVATE KEY-----";
 	char buf[16384], *p, *end;
@@ -689,14 +704,14 @@ static void sess_auth_done(struct ssh_sess *s)
 
 static void sess_auth_refused(struct ssh_sess *s, const char *why)
 {
-	sess_fail(s, LM_ERR_AUTH,
-		  "authentication as %s on %s failed%s; tried: %s; load a key into ssh-agent "
-		  "or pass -i FILE (livemerge never asks for a password)",
-		  s->user, s->khname, why, s->tried[0] ? s->tried : "no key at all");
+	ssh_sess_fail(s, LM_ERR_AUTH,
+		      "authentication as %s on %s failed%s; tried: %s; load a key into ssh-agent "
+		      "or pass -i FILE (livemerge never asks for a password)",
+		      s->user, s->khname, why, s->tried[0] ? s->tried : "no key at all");
 }
 
 /* One step of authentication: 1 done, 0 wait, -1 failed (session failed). */
-static int sess_auth(struct ssh_sess *s)
+static int ssh_auth_step(struct ssh_sess *s)
 {
 	int rc;
 
@@ -714,20 +729,21 @@ static int sess_auth(struct ssh_sess *s)
 				rc = libssh2_session_last_errno(s->ssh);
 				if (rc == LIBSSH2_ERROR_EAGAIN)
 					return 0;
-				sess_fail(s, LM_ERR_IO, "%s closed the connection before authentication: %s",
-					  s->khname, sess_lost(s));
+				ssh_sess_fail(s, LM_ERR_IO,
+					      "%s closed the connection before authentication: %s",
+					      s->khname, ssh_sess_lost(s));
 				return -1;
 			}
 			s->methods = strdup(m);
 			if (s->methods == NULL) {
-				sess_fail(s, LM_ERR_NOMEM, "out of memory");
+				ssh_sess_fail(s, LM_ERR_NOMEM, "out of memory");
 				return -1;
 			}
 			if (strstr(s->methods, "publickey") == NULL) {
-				sess_fail(s, LM_ERR_AUTH,
-					  "%s does not accept public keys for %s (it offers: %s); "
-					  "livemerge never asks for a password",
-					  s->khname, s->user, s->methods);
+				ssh_sess_fail(s, LM_ERR_AUTH,
+					      "%s does not accept public keys for %s (it offers: %s); "
+					      "livemerge never asks for a password",
+					      s->khname, s->user, s->methods);
 				return -1;
 			}
 			s->auth = AUTH_AGENT;
@@ -749,7 +765,8 @@ static int sess_auth(struct ssh_sess *s)
 				break;
 			}
 			if (libssh2_agent_list_identities(s->agent) != 0) {
-				tried_add(s, "ssh-agent (cannot list its keys: %s)", sess_errmsg(s));
+				tried_add(s, "ssh-agent (cannot list its keys: %s)",
+					  ssh_sess_errmsg(s));
 				break;
 			}
 			s->agent_key = NULL;
@@ -770,7 +787,7 @@ static int sess_auth(struct ssh_sess *s)
 			}
 			if (ssh_rc_fatal(rc)) {
 				tried_add(s, "ssh-agent key '%s' (%s)", s->agent_key->comment,
-					  sess_lost(s));
+					  ssh_sess_lost(s));
 				sess_auth_refused(s, " (the server closed the connection)");
 				return -1;
 			}
@@ -778,7 +795,7 @@ static int sess_auth(struct ssh_sess *s)
 				  rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED ||
 						  rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED
 					  ? "refused"
-					  : sess_errmsg(s));
+					  : ssh_sess_errmsg(s));
 			if (libssh2_agent_get_identity(s->agent, &s->agent_key, s->agent_key) != 0)
 				s->auth = AUTH_FILES;
 			break;
@@ -791,7 +808,7 @@ static int sess_auth(struct ssh_sess *s)
 			break;
 		case AUTH_FILE_KEY: {
 			const char *file = s->ids[s->id_next];
-			int rsa, enc = key_inspect(file, &rsa);
+			int rsa, enc = ssh_key_inspect(file, &rsa);
 
 			if (enc != 0) {
 				if (enc < 0)
@@ -815,7 +832,7 @@ static int sess_auth(struct ssh_sess *s)
 			s->id_next++;
 			s->auth = AUTH_FILES;
 			if (ssh_rc_fatal(rc)) {
-				tried_add(s, "%s (%s)", file, sess_lost(s));
+				tried_add(s, "%s (%s)", file, ssh_sess_lost(s));
 				sess_auth_refused(s, " (the server closed the connection)");
 				return -1;
 			}
@@ -826,7 +843,7 @@ static int sess_auth(struct ssh_sess *s)
 						"OpenSSH 8.8+ refuses: use an ed25519 or ecdsa key"
 					      : "");
 			else
-				tried_add(s, "%s (unusable: %s)", file, sess_errmsg(s));
+				tried_add(s, "%s (unusable: %s)", file, ssh_sess_errmsg(s));
 			break;
 		}
 		case AUTH_DONE:
@@ -882,7 +899,7 @@ static int sess_tcp_next(struct ssh_sess *s, int *last_errno)
 	return -1;
 }
 
-static void sess_start(struct ssh_sess *s)
+static void ssh_sess_start(struct ssh_sess *s)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
 	char port[16];
@@ -891,14 +908,14 @@ static void sess_start(struct ssh_sess *s)
 	snprintf(port, sizeof(port), "%d", s->port);
 	g = getaddrinfo(s->host, port, &hints, &s->ai_list);
 	if (g != 0) {
-		sess_fail(s, LM_ERR_IO, "cannot resolve %s: %s", s->host, gai_strerror(g));
+		ssh_sess_fail(s, LM_ERR_IO, "cannot resolve %s: %s", s->host, gai_strerror(g));
 		return;
 	}
 	s->ai_next = s->ai_list;
 	s->state = SESS_TCP;
 	if (sess_tcp_next(s, &e) < 0 || s->fd < 0)
-		sess_fail(s, LM_ERR_IO, "cannot connect to %s port %d: %s", s->host, s->port,
-			  strerror(e));
+		ssh_sess_fail(s, LM_ERR_IO, "cannot connect to %s port %d: %s", s->host, s->port,
+			      strerror(e));
 }
 
 /* TCP connected: make the libssh2 session. 0, or -1 (session failed). */
@@ -915,7 +932,7 @@ static int sess_tcp_done(struct ssh_sess *s)
 	setsockopt(s->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
 	s->ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
 	if (s->ssh == NULL) {
-		sess_fail(s, LM_ERR_NOMEM, "out of memory");
+		ssh_sess_fail(s, LM_ERR_NOMEM, "out of memory");
 		return -1;
 	}
 	libssh2_session_set_blocking(s->ssh, 0);
@@ -929,7 +946,7 @@ static int sess_tcp_done(struct ssh_sess *s)
 	return 0;
 }
 
-static const char *sess_stage(const struct ssh_sess *s)
+static const char *ssh_sess_stage(const struct ssh_sess *s)
 {
 	switch (s->state) {
 	case SESS_NEW:
@@ -941,7 +958,7 @@ static const char *sess_stage(const struct ssh_sess *s)
 }
 
 /* Advance the session towards READY. */
-static void sess_setup(struct ssh_sess *s)
+static void ssh_sess_setup(struct ssh_sess *s)
 {
 	int rc;
 
@@ -958,8 +975,8 @@ static void sess_setup(struct ssh_sess *s)
 			e = soerr;
 			s->ai_next = s->ai_next->ai_next;
 			if (sess_tcp_next(s, &e) < 0)
-				sess_fail(s, LM_ERR_IO, "cannot connect to %s port %d: %s", s->host,
-					  s->port, strerror(e));
+				ssh_sess_fail(s, LM_ERR_IO, "cannot connect to %s port %d: %s",
+					      s->host, s->port, strerror(e));
 			return;
 		}
 		if (sess_tcp_done(s) < 0)
@@ -970,16 +987,17 @@ static void sess_setup(struct ssh_sess *s)
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return;
 		if (rc != 0) {
-			sess_fail(s, LM_ERR_IO, "SSH handshake with %s port %d failed: %s (is it an "
-				  "SSH server?)", s->host, s->port, sess_lost(s));
+			ssh_sess_fail(s, LM_ERR_IO,
+				      "SSH handshake with %s port %d failed: %s (is it an SSH server?)",
+				      s->host, s->port, ssh_sess_lost(s));
 			return;
 		}
-		if (sess_check_hostkey(s) < 0)
+		if (ssh_hostkey_check(s) < 0)
 			return;
 		s->state = SESS_AUTH;
 	}
 	if (s->state == SESS_AUTH) {
-		if (sess_auth(s) <= 0)
+		if (ssh_auth_step(s) <= 0)
 			return;
 		s->state = SESS_READY;
 		s->kick = 1;
@@ -1003,12 +1021,23 @@ static struct tr_ssh *sess_open_head(struct ssh_sess *s)
 	return wait;
 }
 
-static void chan_start_close(struct tr_ssh *c)
+static void ssh_chan_start_close(struct tr_ssh *c)
 {
 	free(c->out);
 	c->out = NULL;
 	c->out_len = c->out_cap = 0;
 	c->state = CHAN_CLOSING;
+}
+
+/* c's open succeeded with ch (any kind of channel). */
+static void ssh_chan_opened(struct tr_ssh *c, LIBSSH2_CHANNEL *ch)
+{
+	c->ch = ch;
+	c->state = CHAN_OPEN;
+	c->was_open = 1;
+	ev_timer_stop(c->s->loop, &c->timer);
+	if (!c->attached || c->failed)
+		ssh_chan_start_close(c);
 }
 
 static void chan_probe_finish(struct tr_ssh *c)
@@ -1018,28 +1047,29 @@ static void chan_probe_finish(struct tr_ssh *c)
 
 	switch (c->found) {
 	case FOUND_MISSING:
-		chan_failf(c, LM_ERR_IO, "no such socket on %s: %s (is the VM running, and is "
-					 "that its monitor socket?)", host, c->path);
+		ssh_chan_failf(c, LM_ERR_IO, "no such socket on %s: %s (is the VM running, and "
+					     "is that its monitor socket?)", host, c->path);
 		break;
 	case FOUND_OTHER:
-		chan_failf(c, LM_ERR_IO, "%s on %s is not a unix socket", c->path, host);
+		ssh_chan_failf(c, LM_ERR_IO, "%s on %s is not a unix socket", c->path, host);
 		break;
 	case FOUND_NOACCESS:
-		chan_failf(c, LM_ERR_IO, "%s on %s: permission denied for %s", c->path, host,
-			   s->user);
+		ssh_chan_failf(c, LM_ERR_IO, "%s on %s: permission denied for %s", c->path, host,
+			       s->user);
 		break;
 	case FOUND_SOCKET:
-		chan_failf(c, LM_ERR_IO,
-			   "sshd on %s refused a channel to %s, which exists: sshd_config must "
-			   "allow it with `AllowStreamLocalForwarding yes` (the default) and no "
-			   "DisableForwarding, or nothing listens on the socket (sshd says: %s)",
-			   host, c->path, c->refusal);
+		ssh_chan_failf(c, LM_ERR_IO,
+			       "sshd on %s refused a channel to %s, which exists: sshd_config "
+			       "must allow it with `AllowStreamLocalForwarding yes` (the default) "
+			       "and no DisableForwarding, or nothing listens on the socket (sshd "
+			       "says: %s)",
+			       host, c->path, c->refusal);
 		break;
 	default:
-		chan_failf(c, LM_ERR_IO,
-			   "sshd on %s refused a channel to %s (%s): either the socket is missing "
-			   "or sshd_config forbids it (`AllowStreamLocalForwarding yes` is the "
-			   "default)", host, c->path, c->refusal);
+		ssh_chan_failf(c, LM_ERR_IO,
+			       "sshd on %s refused a channel to %s (%s): either the socket is missing "
+			       "or sshd_config forbids it (`AllowStreamLocalForwarding yes` is the "
+			       "default)", host, c->path, c->refusal);
 		break;
 	}
 	c->state = CHAN_DONE;
@@ -1053,18 +1083,18 @@ static int chan_probe_step(struct tr_ssh *c)
 	LIBSSH2_SFTP_ATTRIBUTES attrs;
 	int rc;
 
-	if (!sess_may_send(s, BUSY_PROBE, c))
+	if (!ssh_sess_may_send(s, BUSY_PROBE, c))
 		return 0;
 	if (c->probe == PROBE_INIT) {
 		c->sftp = libssh2_sftp_init(s->ssh);
 		if (c->sftp == NULL) {
 			rc = libssh2_session_last_errno(s->ssh);
-			sess_note_busy(s, BUSY_PROBE, c, rc == LIBSSH2_ERROR_EAGAIN);
+			ssh_sess_note_busy(s, BUSY_PROBE, c, rc == LIBSSH2_ERROR_EAGAIN);
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return 0;
 			if (ssh_rc_fatal(rc)) {
-				sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
-					  sess_lost(s));
+				ssh_sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
+					      ssh_sess_lost(s));
 				return 1;
 			}
 			chan_probe_finish(c); /* no SFTP there: say both */
@@ -1075,7 +1105,7 @@ static int chan_probe_step(struct tr_ssh *c)
 	if (c->probe == PROBE_STAT) {
 		rc = libssh2_sftp_stat_ex(c->sftp, c->path, (unsigned int)strlen(c->path),
 					  LIBSSH2_SFTP_STAT, &attrs);
-		sess_note_busy(s, BUSY_PROBE, c, rc == LIBSSH2_ERROR_EAGAIN);
+		ssh_sess_note_busy(s, BUSY_PROBE, c, rc == LIBSSH2_ERROR_EAGAIN);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			return 0;
 		if (rc == 0) {
@@ -1090,14 +1120,14 @@ static int chan_probe_step(struct tr_ssh *c)
 				   : fx == LIBSSH2_FX_PERMISSION_DENIED ? FOUND_NOACCESS
 									: FOUND_UNKNOWN;
 		} else if (ssh_rc_fatal(rc)) {
-			sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
-				  sess_lost(s));
+			ssh_sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
+				      ssh_sess_lost(s));
 			return 1;
 		}
 		c->probe = PROBE_SHUTDOWN;
 	}
 	rc = libssh2_sftp_shutdown(c->sftp);
-	sess_note_busy(s, BUSY_PROBE, c, rc == LIBSSH2_ERROR_EAGAIN);
+	ssh_sess_note_busy(s, BUSY_PROBE, c, rc == LIBSSH2_ERROR_EAGAIN);
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return 0;
 	c->sftp = NULL;
@@ -1105,73 +1135,77 @@ static int chan_probe_step(struct tr_ssh *c)
 	return 1;
 }
 
+/* A channel to a unix socket on the host: one step of its open, see
+ * struct ssh_chan_kind. */
+static int streamlocal_open_step(struct tr_ssh *c)
+{
+	struct ssh_sess *s = c->s;
+	unsigned char msg[4 + SSH_PATH_MAX + 4 + 4];
+	size_t plen = strlen(c->path), n = 0;
+	LIBSSH2_CHANNEL *ch;
+	int rc;
+
+	if (c->state == CHAN_PROBING)
+		return chan_probe_step(c);
+	if (!ssh_sess_may_send(s, BUSY_OPEN, c))
+		return 0;
+	c->state = CHAN_OPENING;
+	/* string socket path, string reserved (""), uint32 reserved (0) */
+	msg[n++] = (unsigned char)(plen >> 24);
+	msg[n++] = (unsigned char)(plen >> 16);
+	msg[n++] = (unsigned char)(plen >> 8);
+	msg[n++] = (unsigned char)plen;
+	memcpy(msg + n, c->path, plen);
+	n += plen;
+	memset(msg + n, 0, 8);
+	n += 8;
+	ch = libssh2_channel_open_ex(s->ssh, SSH_CHANNEL_TYPE, sizeof(SSH_CHANNEL_TYPE) - 1,
+				     LIBSSH2_CHANNEL_WINDOW_DEFAULT, LIBSSH2_CHANNEL_PACKET_DEFAULT,
+				     (const char *)msg, (unsigned int)n);
+	rc = ch != NULL ? 0 : libssh2_session_last_errno(s->ssh);
+	ssh_sess_note_busy(s, BUSY_OPEN, c, rc == LIBSSH2_ERROR_EAGAIN);
+	if (rc == LIBSSH2_ERROR_EAGAIN)
+		return 0;
+	s->kick = 1;
+	if (ch != NULL) {
+		ssh_chan_opened(c, ch);
+		return 1;
+	}
+	if (ssh_rc_fatal(rc)) {
+		ssh_sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
+			      ssh_sess_lost(s));
+		return 0;
+	}
+	snprintf(c->refusal, sizeof(c->refusal), "%s", ssh_sess_errmsg(s));
+	if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE &&
+	    strstr(c->refusal, "unknown channel type") != NULL) {
+		ssh_chan_failf(c, LM_ERR_IO, "sshd on %s cannot forward to unix sockets "
+					     "(OpenSSH 6.7 or later can): %s", s->khname, c->refusal);
+		c->state = CHAN_DONE;
+	} else if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE && c->attached && !c->failed) {
+		c->state = CHAN_PROBING;
+		c->probe = PROBE_INIT;
+		c->found = FOUND_UNKNOWN;
+	} else {
+		ssh_chan_failf(c, LM_ERR_IO, "cannot open a channel to %s on %s: %s", c->path,
+			       s->khname, c->refusal);
+		c->state = CHAN_DONE;
+	}
+	return 1;
+}
+
+static const struct ssh_chan_kind ssh_streamlocal = {
+	.open_step = streamlocal_open_step,
+};
+
 /* Open channels, one at a time, as far as the peer lets us. */
 static void sess_opens(struct ssh_sess *s)
 {
 	struct tr_ssh *c;
 
-	while (s->state == SESS_READY && (c = sess_open_head(s)) != NULL) {
-		unsigned char msg[4 + SSH_PATH_MAX + 4 + 4];
-		size_t plen = strlen(c->path), n = 0;
-		LIBSSH2_CHANNEL *ch;
-		int rc;
-
-		if (c->state == CHAN_PROBING) {
-			if (!chan_probe_step(c))
-				return;
-			continue;
-		}
-		if (!sess_may_send(s, BUSY_OPEN, c))
+	while (s->state == SESS_READY && (c = sess_open_head(s)) != NULL)
+		if (!c->kind->open_step(c))
 			return;
-		c->state = CHAN_OPENING;
-		/* string socket path, string reserved (""), uint32 reserved (0) */
-		msg[n++] = (unsigned char)(plen >> 24);
-		msg[n++] = (unsigned char)(plen >> 16);
-		msg[n++] = (unsigned char)(plen >> 8);
-		msg[n++] = (unsigned char)plen;
-		memcpy(msg + n, c->path, plen);
-		n += plen;
-		memset(msg + n, 0, 8);
-		n += 8;
-		ch = libssh2_channel_open_ex(s->ssh, SSH_CHANNEL_TYPE, sizeof(SSH_CHANNEL_TYPE) - 1,
-					     LIBSSH2_CHANNEL_WINDOW_DEFAULT,
-					     LIBSSH2_CHANNEL_PACKET_DEFAULT, (const char *)msg,
-					     (unsigned int)n);
-		rc = ch != NULL ? 0 : libssh2_session_last_errno(s->ssh);
-		sess_note_busy(s, BUSY_OPEN, c, rc == LIBSSH2_ERROR_EAGAIN);
-		if (rc == LIBSSH2_ERROR_EAGAIN)
-			return;
-		s->kick = 1;
-		if (ch != NULL) {
-			c->ch = ch;
-			c->state = CHAN_OPEN;
-			c->was_open = 1;
-			ev_timer_stop(s->loop, &c->timer);
-			if (!c->attached || c->failed)
-				chan_start_close(c);
-			continue;
-		}
-		if (ssh_rc_fatal(rc)) {
-			sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
-				  sess_lost(s));
-			return;
-		}
-		snprintf(c->refusal, sizeof(c->refusal), "%s", sess_errmsg(s));
-		if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE &&
-		    strstr(c->refusal, "unknown channel type") != NULL) {
-			chan_failf(c, LM_ERR_IO, "sshd on %s cannot forward to unix sockets "
-						 "(OpenSSH 6.7 or later can): %s", s->khname, c->refusal);
-			c->state = CHAN_DONE;
-		} else if (rc == LIBSSH2_ERROR_CHANNEL_FAILURE && c->attached && !c->failed) {
-			c->state = CHAN_PROBING;
-			c->probe = PROBE_INIT;
-			c->found = FOUND_UNKNOWN;
-		} else {
-			chan_failf(c, LM_ERR_IO, "cannot open a channel to %s on %s: %s", c->path,
-				   s->khname, c->refusal);
-			c->state = CHAN_DONE;
-		}
-	}
 }
 
 /* Hand the buffered bytes of open channels to libssh2. */
@@ -1183,10 +1217,10 @@ static void sess_writes(struct ssh_sess *s)
 		while (c->state == CHAN_OPEN && c->attached && !c->failed && c->out_len > 0) {
 			ssize_t n;
 
-			if (!sess_may_send(s, BUSY_WRITE, c))
+			if (!ssh_sess_may_send(s, BUSY_WRITE, c))
 				return;
 			n = libssh2_channel_write(c->ch, c->out, c->out_len);
-			sess_note_busy(s, BUSY_WRITE, c, n == LIBSSH2_ERROR_EAGAIN);
+			ssh_sess_note_busy(s, BUSY_WRITE, c, n == LIBSSH2_ERROR_EAGAIN);
 			if (n > 0) {
 				memmove(c->out, c->out + n, c->out_len - (size_t)n);
 				c->out_len -= (size_t)n;
@@ -1195,18 +1229,18 @@ static void sess_writes(struct ssh_sess *s)
 			if (n == 0 || n == LIBSSH2_ERROR_EAGAIN)
 				break; /* the socket or the channel's window is full */
 			if (ssh_rc_fatal((int)n)) {
-				sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-					  sess_lost(s));
+				ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
+					      ssh_sess_lost(s));
 				return;
 			}
-			chan_failf(c, LM_ERR_EOF, "write failed: %s", sess_errmsg(s));
+			ssh_chan_failf(c, LM_ERR_EOF, "write failed: %s", ssh_sess_errmsg(s));
 		}
 	}
 }
 
 /* Would a read of len on c send a window adjustment (which must not
  * interleave with another operation's partial packet)? */
-static int chan_read_adjusts(struct tr_ssh *c, size_t len)
+static int ssh_chan_read_adjusts(struct tr_ssh *c, size_t len)
 {
 	unsigned long initial = 0, window;
 
@@ -1223,17 +1257,18 @@ static void sess_drain(struct ssh_sess *s)
 
 	for (c = s->chans; c != NULL; c = c->next)
 		if (c->state == CHAN_OPEN && !c->failed && c->attached &&
-		    (sess_may_send(s, BUSY_READ, c) || !chan_read_adjusts(c, 0)))
+		    (ssh_sess_may_send(s, BUSY_READ, c) || !ssh_chan_read_adjusts(c, 0)))
 			break;
 	if (c == NULL)
 		return;
 	n = libssh2_channel_read(c->ch, dummy, 0);
 	if (n == LIBSSH2_ERROR_EAGAIN || n >= 0) {
-		sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
+		ssh_sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
 		return;
 	}
 	if (ssh_rc_fatal((int)n))
-		sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname, sess_lost(s));
+		ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
+			      ssh_sess_lost(s));
 }
 
 /* Finish closing channels nobody holds. */
@@ -1247,17 +1282,17 @@ static void sess_closes(struct ssh_sess *s)
 		next = c->next;
 		if (c->state != CHAN_CLOSING)
 			continue;
-		if (!sess_may_send(s, BUSY_CLOSE, c))
+		if (!ssh_sess_may_send(s, BUSY_CLOSE, c))
 			return;
 		rc = libssh2_channel_free(c->ch);
-		sess_note_busy(s, BUSY_CLOSE, c, rc == LIBSSH2_ERROR_EAGAIN);
+		ssh_sess_note_busy(s, BUSY_CLOSE, c, rc == LIBSSH2_ERROR_EAGAIN);
 		if (rc == LIBSSH2_ERROR_EAGAIN)
 			continue;
 		c->ch = NULL;
 		c->state = CHAN_DONE;
 		if (ssh_rc_fatal(rc)) {
-			sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				  sess_lost(s));
+			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
+				      ssh_sess_lost(s));
 			return;
 		}
 	}
@@ -1272,7 +1307,7 @@ static void sess_reap(struct ssh_sess *s)
 		next = c->next;
 		if (!c->attached && c->state == CHAN_DONE) {
 			sess_unlink_chan(s, c);
-			chan_free_mem(c);
+			ssh_chan_free_mem(c);
 		}
 	}
 }
@@ -1290,10 +1325,10 @@ static void sess_resume(struct ssh_sess *s)
 
 	if (op == BUSY_READ) {
 		n = libssh2_channel_read(c->ch, dummy, 0);
-		sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
+		ssh_sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
 	} else if (op == BUSY_WRITE) {
 		n = libssh2_channel_write(c->ch, c->out, c->out_len);
-		sess_note_busy(s, BUSY_WRITE, c, n == LIBSSH2_ERROR_EAGAIN);
+		ssh_sess_note_busy(s, BUSY_WRITE, c, n == LIBSSH2_ERROR_EAGAIN);
 		if (n > 0) {
 			memmove(c->out, c->out + n, c->out_len - (size_t)n);
 			c->out_len -= (size_t)n;
@@ -1303,16 +1338,16 @@ static void sess_resume(struct ssh_sess *s)
 	}
 	if (n < 0 && n != LIBSSH2_ERROR_EAGAIN) {
 		if (ssh_rc_fatal((int)n)) {
-			sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				  sess_lost(s));
+			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
+				      ssh_sess_lost(s));
 			return;
 		}
-		chan_failf(c, LM_ERR_IO, "%s failed: %s", op == BUSY_READ ? "read" : "write",
-			   sess_errmsg(s));
+		ssh_chan_failf(c, LM_ERR_IO, "%s failed: %s", op == BUSY_READ ? "read" : "write",
+			       ssh_sess_errmsg(s));
 	}
 	if (s->busy == BUSY_NONE && c->close_after_busy) {
 		c->close_after_busy = 0;
-		chan_start_close(c);
+		ssh_chan_start_close(c);
 	}
 }
 
@@ -1394,7 +1429,7 @@ static void sess_update_io(struct ssh_sess *s)
 	if (s->state == SESS_TCP)
 		ev = EV_WRITE;
 	else if (s->state > SESS_TCP && s->state < SESS_DEAD)
-		ev = EV_READ | ((sess_dirs(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? EV_WRITE : 0);
+		ev = EV_READ | ((ssh_sess_dirs(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? EV_WRITE : 0);
 	if (ev == s->io_events && (ev == 0 || ev_is_active(&s->io)))
 		return;
 	ev_io_stop(s->loop, &s->io);
@@ -1414,7 +1449,7 @@ static void ssh_pump(struct ssh_sess *s)
 		enum busy_op busy = s->busy;
 
 		if (s->state > SESS_NEW && s->state < SESS_READY)
-			sess_setup(s);
+			ssh_sess_setup(s);
 		if (s->state != SESS_READY)
 			break;
 		sess_resume(s);
@@ -1454,9 +1489,9 @@ static void sess_keepalive_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (s->busy != BUSY_NONE || ioctl(s->fd, TIOCOUTQ, &outq) < 0 || outq > 0)
 		return;
 	rc = libssh2_keepalive_send(s->ssh, &next);
-	if (rc != 0 || (sess_dirs(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
-		sess_fail(s, LM_ERR_EOF, "connection to %s lost: keepalive failed: %s", s->khname,
-			  sess_lost(s));
+	if (rc != 0 || (ssh_sess_dirs(s) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
+		ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: keepalive failed: %s",
+			      s->khname, ssh_sess_lost(s));
 	ssh_pump(s);
 }
 
@@ -1471,11 +1506,11 @@ static void chan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (c->state == CHAN_OPEN || c->failed)
 		return;
 	if (s->state != SESS_READY)
-		sess_fail(s, LM_ERR_TIMEOUT, "no answer from %s within %g s while %s",
-			  s->khname, s->timeout, sess_stage(s));
+		ssh_sess_fail(s, LM_ERR_TIMEOUT, "no answer from %s within %g s while %s",
+			      s->khname, s->timeout, ssh_sess_stage(s));
 	else
-		chan_failf(c, LM_ERR_TIMEOUT, "sshd on %s did not open the channel within %g s",
-			   s->khname, s->timeout);
+		ssh_chan_failf(c, LM_ERR_TIMEOUT, "sshd on %s did not open the channel within %g s",
+			       s->khname, s->timeout);
 	if (c->state == CHAN_WAIT)
 		c->state = CHAN_DONE; /* still queued: never opened at all */
 	ssh_pump(s);
@@ -1494,7 +1529,7 @@ static int ssh_connect(struct tr *t, struct lm_error *err)
 		ev_timer_set(&c->timer, s->timeout, 0.);
 		ev_timer_start(s->loop, &c->timer);
 		if (s->state == SESS_NEW)
-			sess_start(s);
+			ssh_sess_start(s);
 	}
 	if (!c->failed && c->state != CHAN_OPEN)
 		ssh_pump(s);
@@ -1522,18 +1557,18 @@ static ssize_t ssh_read(struct tr *t, char *buf, size_t len, struct lm_error *er
 		return TR_AGAIN;
 	if (c->eof_seen)
 		return 0;
-	if (!sess_may_send(s, BUSY_READ, c) && chan_read_adjusts(c, len)) {
+	if (!ssh_sess_may_send(s, BUSY_READ, c) && ssh_chan_read_adjusts(c, len)) {
 		ssh_pump(s);
 		return c->failed ? ssh_read(t, buf, len, err) : TR_AGAIN;
 	}
 	n = libssh2_channel_read(c->ch, buf, len);
-	sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
+	ssh_sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
 	if (n < 0 && n != LIBSSH2_ERROR_EAGAIN) {
 		if (ssh_rc_fatal((int)n))
-			sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				  sess_lost(s));
+			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
+				      ssh_sess_lost(s));
 		else
-			chan_failf(c, LM_ERR_IO, "read failed: %s", sess_errmsg(s));
+			ssh_chan_failf(c, LM_ERR_IO, "read failed: %s", ssh_sess_errmsg(s));
 	}
 	if (n == 0)
 		c->eof_seen = 1;
@@ -1599,7 +1634,7 @@ static int ssh_want(struct tr *t)
 		return TR_WANT_READ;
 	if (s->state == SESS_TCP)
 		return TR_WANT_WRITE;
-	d = sess_dirs(s);
+	d = ssh_sess_dirs(s);
 	return ((d & LIBSSH2_SESSION_BLOCK_INBOUND) || !(d & LIBSSH2_SESSION_BLOCK_OUTBOUND)
 			? TR_WANT_READ
 			: 0) |
@@ -1621,7 +1656,7 @@ static void ssh_destroy(struct tr *t)
 	s->nattached--;
 	ev_timer_stop(s->loop, &c->timer);
 	if (s->nattached == 0) {
-		sess_free(s); /* frees c too */
+		ssh_sess_free(s); /* frees c too */
 		return;
 	}
 	switch (c->state) {
@@ -1634,7 +1669,7 @@ static void ssh_destroy(struct tr *t)
 		if ((s->busy == BUSY_WRITE || s->busy == BUSY_READ) && s->busy_chan == c)
 			c->close_after_busy = 1;
 		else
-			chan_start_close(c);
+			ssh_chan_start_close(c);
 		break;
 	default:
 		break; /* an open or a probe in progress finishes by itself */
@@ -1642,7 +1677,7 @@ static void ssh_destroy(struct tr *t)
 	ssh_pump(s);
 }
 
-static const struct tr_ops ssh_ops = {
+static const struct tr_ops ssh_chan_ops = {
 	.scheme = "ssh",
 	.connect = ssh_connect,
 	.read = ssh_read,
@@ -1666,7 +1701,7 @@ static double mono_now(void)
  * deadline: 0, or -1 (timed out, or poll failed). */
 static int sess_poll(struct ssh_sess *s, double deadline)
 {
-	int d = sess_dirs(s), r;
+	int d = ssh_sess_dirs(s), r;
 	struct pollfd pfd = { .fd = s->fd, .events = 0 };
 	double left = deadline - mono_now();
 
@@ -1739,10 +1774,12 @@ static int sftp_fail_session(struct ssh_sess *s, struct tr_ssh *c, int rc, const
 			     const char *path, struct lm_error *err)
 {
 	if (rc == 0)
-		sess_fail(s, LM_ERR_TIMEOUT, "no answer from %s within %g s while %s %s over SFTP",
-			  s->khname, s->timeout, what, path);
+		ssh_sess_fail(s, LM_ERR_TIMEOUT,
+			      "no answer from %s within %g s while %s %s over SFTP", s->khname,
+			      s->timeout, what, path);
 	else if (ssh_rc_fatal(rc))
-		sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname, sess_lost(s));
+		ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
+			      ssh_sess_lost(s));
 	else
 		return 0;
 	return sess_err_to(s, c, err);
@@ -1810,7 +1847,7 @@ static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struc
 	double deadline;
 	int rc, result = -1, dead = 0;
 
-	if (t == NULL || t->ops != &ssh_ops)
+	if (t == NULL || t->ops != &ssh_chan_ops)
 		return lm_error_set(err, LM_ERR_USAGE, "%s: remote files need an ssh:// transport",
 				    t != NULL ? t->desc : "(none)");
 	s = c->s;
@@ -1838,7 +1875,7 @@ static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struc
 		lm_error_set(err, LM_ERR_IO, "%s: cannot start SFTP on %s to %s %s: %s (does sshd "
 			     "offer the sftp subsystem?)", t->desc, s->khname,
 			     job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check", path,
-			     sess_errmsg(s));
+			     ssh_sess_errmsg(s));
 		goto out;
 	}
 	for (;;) {
@@ -1892,7 +1929,7 @@ static int ssh_sftp_run(struct tr *t, enum sftp_job job, const char *path, struc
 	} else {
 		lm_error_set(err, LM_ERR_IO, "cannot %s %s on %s: %s",
 			     job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check", path,
-			     s->khname, sess_errmsg(s));
+			     s->khname, ssh_sess_errmsg(s));
 	}
 	while ((rc = libssh2_sftp_shutdown(sftp)) == LIBSSH2_ERROR_EAGAIN)
 		if (sess_poll(s, deadline) < 0)
@@ -1943,7 +1980,7 @@ long tr_ssh_file_read_head(struct tr *t, const char *path, void *buf, size_t len
 
 /* ------------------------------------------------------------ sessions */
 
-static void sess_free(struct ssh_sess *s)
+static void ssh_sess_free(struct ssh_sess *s)
 {
 	struct tr_ssh *c, *next;
 	int i;
@@ -1977,7 +2014,7 @@ static void sess_free(struct ssh_sess *s)
 		freeaddrinfo(s->ai_list);
 	for (c = s->chans; c != NULL; c = next) {
 		next = c->next;
-		chan_free_mem(c);
+		ssh_chan_free_mem(c);
 	}
 	for (i = 0; i < s->nids; i++)
 		free(s->ids[i]);
@@ -1990,7 +2027,7 @@ static void sess_free(struct ssh_sess *s)
 	free(s);
 }
 
-static char *home_path(const char *rel)
+static char *ssh_home_path(const char *rel)
 {
 	const char *home = getenv("HOME");
 	struct passwd *pw;
@@ -2005,7 +2042,7 @@ static char *home_path(const char *rel)
 	return p;
 }
 
-static int sess_add_id(struct ssh_sess *s, const char *file)
+static int key_add(struct ssh_sess *s, const char *file)
 {
 	char **n;
 	int i;
@@ -2023,12 +2060,54 @@ static int sess_add_id(struct ssh_sess *s, const char *file)
 	return 0;
 }
 
-static struct ssh_sess *sess_new(struct ev_loop *loop, const struct tr_ssh_target *tg,
-				 const char *user, const struct tr_opts *o)
+/* The identity files to try into s->ids: o's, then those of the defaults
+ * that exist. 0, or -1 (out of memory). */
+static int ssh_keys_collect(struct ssh_sess *s, const struct tr_opts *o)
 {
 	static const char *const defaults[] = { ".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa" };
-	struct ssh_sess *s = calloc(1, sizeof(*s));
 	size_t i;
+	int ok = 1;
+
+	for (i = 0; ok && i < (size_t)o->nidentities; i++)
+		ok = key_add(s, o->identities[i]) == 0;
+	for (i = 0; ok && i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+		char *p = ssh_home_path(defaults[i]);
+
+		ok = p != NULL && (access(p, F_OK) != 0 || key_add(s, p) == 0);
+		free(p);
+	}
+	return ok ? 0 : -1;
+}
+
+/* The session of the registry to (loop, tg's host and port, user), or NULL. */
+static struct ssh_sess *ssh_sess_find(struct ev_loop *loop, const struct tr_ssh_target *tg,
+				      const char *user)
+{
+	struct ssh_sess *s;
+
+	for (s = ssh_sessions; s != NULL; s = s->next)
+		if (s->loop == loop && s->port == tg->port && strcmp(s->host, tg->host) == 0 &&
+		    strcmp(s->user, user) == 0)
+			break;
+	return s;
+}
+
+/* Add a new channel c, held by its user, to s. */
+static void ssh_sess_attach(struct ssh_sess *s, struct tr_ssh *c)
+{
+	struct tr_ssh **pp = &s->chans;
+
+	/* append: opens go in the order the channels were made */
+	while (*pp != NULL)
+		pp = &(*pp)->next;
+	*pp = c;
+	s->nattached++;
+}
+
+static struct ssh_sess *ssh_sess_new(struct ev_loop *loop, const struct tr_ssh_target *tg,
+				     const char *user, const struct tr_opts *o)
+{
+	struct ssh_sess *s = calloc(1, sizeof(*s));
 	int ok;
 
 	if (s == NULL)
@@ -2044,18 +2123,11 @@ static struct ssh_sess *sess_new(struct ev_loop *loop, const struct tr_ssh_targe
 		s->khname = strdup(tg->host);
 	else if (asprintf(&s->khname, "[%s]:%d", tg->host, tg->port) < 0)
 		s->khname = NULL;
-	s->known_hosts = o->known_hosts ? strdup(o->known_hosts) : home_path(".ssh/known_hosts");
-	ok = s->user && s->host && s->khname && s->known_hosts;
-	for (i = 0; ok && i < (size_t)o->nidentities; i++)
-		ok = sess_add_id(s, o->identities[i]) == 0;
-	for (i = 0; ok && i < sizeof(defaults) / sizeof(defaults[0]); i++) {
-		char *p = home_path(defaults[i]);
-
-		ok = p != NULL && (access(p, F_OK) != 0 || sess_add_id(s, p) == 0);
-		free(p);
-	}
+	s->known_hosts =
+		o->known_hosts ? strdup(o->known_hosts) : ssh_home_path(".ssh/known_hosts");
+	ok = s->user && s->host && s->khname && s->known_hosts && ssh_keys_collect(s, o) == 0;
 	if (!ok) {
-		sess_free(s);
+		ssh_sess_free(s);
 		return NULL;
 	}
 	libssh2_init(0);
@@ -2189,14 +2261,11 @@ static struct tr *ssh_new(const char *target, const struct tr_opts *opts, struct
 			return NULL;
 		}
 	}
-	for (s = ssh_sessions; s != NULL; s = s->next)
-		if (s->loop == opts->loop && s->port == tg.port && strcmp(s->host, tg.host) == 0 &&
-		    strcmp(s->user, user) == 0)
-			break;
+	s = ssh_sess_find(opts->loop, &tg, user);
 	c = calloc(1, sizeof(*c));
 	if (c == NULL || (c->base.desc = strdup(target)) == NULL ||
 	    (c->path = strdup(tg.path)) == NULL ||
-	    (s == NULL && (s = sess_new(opts->loop, &tg, user, opts)) == NULL)) {
+	    (s == NULL && (s = ssh_sess_new(opts->loop, &tg, user, opts)) == NULL)) {
 		if (c != NULL) {
 			free(c->path);
 			free(c->base.desc);
@@ -2207,21 +2276,14 @@ static struct tr *ssh_new(const char *target, const struct tr_opts *opts, struct
 		return NULL;
 	}
 	tr_ssh_target_clear(&tg);
-	c->base.ops = &ssh_ops;
+	c->base.ops = &ssh_chan_ops;
+	c->kind = &ssh_streamlocal;
 	c->s = s;
 	c->attached = 1;
 	c->state = CHAN_NEW;
 	ev_init(&c->timer, chan_timer_cb);
 	c->timer.data = c;
-	/* append: opens go in the order the channels were made */
-	{
-		struct tr_ssh **pp = &s->chans;
-
-		while (*pp != NULL)
-			pp = &(*pp)->next;
-		*pp = c;
-	}
-	s->nattached++;
+	ssh_sess_attach(s, c);
 	return &c->base;
 }
 
