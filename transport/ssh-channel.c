@@ -273,7 +273,8 @@ const struct tr_ops ssh_chan_ops = {
 
 /* ------------------------------------------------------------ making one */
 
-static struct tr *chan_new(const char *target, const struct tr_opts *opts, struct lm_error *err)
+struct tr *tr_ssh_new(const char *target, const char *rest, const struct tr_opts *opts,
+		      struct lm_error *err)
 {
 	struct tr_ssh_target tg;
 	struct ssh_sess *s;
@@ -281,6 +282,7 @@ static struct tr *chan_new(const char *target, const struct tr_opts *opts, struc
 	const char *user;
 	struct passwd *pw;
 
+	(void)rest; /* the whole target is parsed */
 	if (tr_ssh_target_parse(target, &tg, err) < 0)
 		return NULL;
 	if (opts == NULL || opts->loop == NULL) {
@@ -324,11 +326,4 @@ static struct tr *chan_new(const char *target, const struct tr_opts *opts, struc
 	c->timer.data = c;
 	ssh_sess_attach(s, c);
 	return &c->base;
-}
-
-struct tr *tr_new_ex(const char *target, const struct tr_opts *opts, struct lm_error *err)
-{
-	if (strncmp(target, "ssh://", 6) == 0)
-		return chan_new(target, opts, err);
-	return tr_new(target, err);
 }

@@ -20,8 +20,8 @@
  *
  * Names: static functions carry the prefix of what they act on (sess_,
  * chan_, hostkey_, key_, sftp_); the functions declared here add ssh_ in
- * front (ssh_sess_fail, ssh_chan_failf); the public ones are tr_ssh_ or
- * tr_new_ex in transport.h.
+ * front (ssh_sess_fail, ssh_chan_failf); the public ones are tr_ssh_ in
+ * transport.h, the constructor tr_ssh_new in transport-int.h.
  */
 #ifndef LM_TRANSPORT_SSH_INT_H
 #define LM_TRANSPORT_SSH_INT_H
@@ -31,7 +31,7 @@
 #include <libssh2_sftp.h>
 #include <netdb.h>
 
-#include "transport.h"
+#include "transport-int.h"
 
 #ifndef SSH_KEEPALIVE_S
 #define SSH_KEEPALIVE_S 15 /* s between keepalives; -D for tests */
