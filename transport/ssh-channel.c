@@ -102,6 +102,14 @@ static void chan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ------------------------------------------------------------ the transport table */
 
+/* c's sticky error into err: -1. */
+static int chan_error(struct tr_ssh *c, struct lm_error *err)
+{
+	if (err != NULL)
+		*err = c->err;
+	return -1;
+}
+
 static int chan_connect(struct tr *t, struct lm_error *err)
 {
 	struct tr_ssh *c = (struct tr_ssh *)t;
@@ -117,11 +125,8 @@ static int chan_connect(struct tr *t, struct lm_error *err)
 	}
 	if (!c->failed && c->state != CHAN_OPEN)
 		ssh_pump(s);
-	if (c->failed) {
-		if (err != NULL)
-			*err = c->err;
-		return -1;
-	}
+	if (c->failed)
+		return chan_error(c, err);
 	return c->state == CHAN_OPEN ? 0 : 1;
 }
 
@@ -132,11 +137,8 @@ static ssize_t chan_read(struct tr *t, char *buf, size_t len, struct lm_error *e
 	ssize_t n;
 
 	c->wake_outstanding = 0;
-	if (c->failed) {
-		if (err != NULL)
-			*err = c->err;
-		return -1;
-	}
+	if (c->failed)
+		return chan_error(c, err);
 	if (c->state != CHAN_OPEN)
 		return TR_AGAIN;
 	if (c->eof_seen)
@@ -159,11 +161,8 @@ static ssize_t chan_read(struct tr *t, char *buf, size_t len, struct lm_error *e
 	ssh_pump(s);
 	if (n >= 0)
 		return n;
-	if (c->failed) {
-		if (err != NULL)
-			*err = c->err;
-		return -1;
-	}
+	if (c->failed)
+		return chan_error(c, err);
 	return TR_AGAIN;
 }
 
@@ -172,11 +171,8 @@ static ssize_t chan_write(struct tr *t, const char *buf, size_t len, struct lm_e
 	struct tr_ssh *c = (struct tr_ssh *)t;
 
 	c->wake_outstanding = 0;
-	if (c->failed) {
-		if (err != NULL)
-			*err = c->err;
-		return -1;
-	}
+	if (c->failed)
+		return chan_error(c, err);
 	if (c->state != CHAN_OPEN)
 		return TR_AGAIN;
 	if (len > SSH_OUT_MAX - c->out_len)
@@ -198,11 +194,8 @@ static ssize_t chan_write(struct tr *t, const char *buf, size_t len, struct lm_e
 	memcpy(c->out + c->out_len, buf, len);
 	c->out_len += len;
 	ssh_pump(c->s);
-	if (c->failed) {
-		if (err != NULL)
-			*err = c->err;
-		return -1;
-	}
+	if (c->failed)
+		return chan_error(c, err);
 	return (ssize_t)len;
 }
 
