@@ -18,6 +18,7 @@ TEST_SRCS  := $(wildcard tests/test-*.c)
 TEST_HELP  := $(filter-out $(TEST_SRCS),$(wildcard tests/*.c))
 FUZZ_SRCS  := $(wildcard fuzz/fuzz-*.c)
 HEADERS    := $(wildcard common/*.h qmp/*.h transport/*.h merge/*.h)
+PUB_HEADERS := $(filter-out %-int.h,$(HEADERS)) # *-int.h: a module's insides, not installed
 
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CLI_OBJS   := $(CLI_SRCS:%.c=$(BUILD)/%.o)
@@ -119,7 +120,7 @@ install: all
 		$(DESTDIR)$(PREFIX)/include/livemerge/transport $(DESTDIR)$(PREFIX)/include/livemerge/merge
 	install -m 755 $(BUILD)/livemerge $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/liblivemerge.a $(DESTDIR)$(PREFIX)/lib/
-	for h in $(HEADERS); do install -m 644 $$h $(DESTDIR)$(PREFIX)/include/livemerge/$$h; done
+	for h in $(PUB_HEADERS); do install -m 644 $$h $(DESTDIR)$(PREFIX)/include/livemerge/$$h; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' livemerge.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/livemerge.pc
 

@@ -4,7 +4,7 @@
  * Connects are non-blocking. For tcp each address getaddrinfo() gives is
  * tried in turn (name resolution itself is synchronous).
  */
-#include "transport.h"
+#include "transport-int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -242,10 +242,12 @@ static struct tr_sock *sock_alloc(const struct tr_ops *ops, const char *desc, st
 	return s;
 }
 
-static struct tr *sock_new_unix(const char *target, const char *path, struct lm_error *err)
+struct tr *tr_sock_new_unix(const char *target, const char *path, const struct tr_opts *opts,
+			    struct lm_error *err)
 {
 	struct tr_sock *s;
 
+	(void)opts;
 	if (*path == '\0') {
 		lm_error_set(err, LM_ERR_USAGE, "target '%s': empty socket path", target);
 		return NULL;
@@ -263,13 +265,15 @@ static struct tr *sock_new_unix(const char *target, const char *path, struct lm_
 	return &s->base;
 }
 
-static struct tr *sock_new_tcp(const char *target, const char *hostport, struct lm_error *err)
+struct tr *tr_sock_new_tcp(const char *target, const char *hostport, const struct tr_opts *opts,
+			   struct lm_error *err)
 {
 	const char *colon = strrchr(hostport, ':');
 	struct tr_sock *s;
 	const char *h = hostport;
 	size_t hl;
 
+	(void)opts;
 	if (colon == NULL || colon == hostport || colon[1] == '\0') {
 		lm_error_set(err, LM_ERR_USAGE, "target '%s': expected tcp:HOST:PORT", target);
 		return NULL;
@@ -298,22 +302,6 @@ static struct tr *sock_new_tcp(const char *target, const char *hostport, struct 
 	return &s->base;
 }
 
-struct tr *tr_new(const char *target, struct lm_error *err)
-{
-	if (strncmp(target, "unix:", 5) == 0)
-		return sock_new_unix(target, target + 5, err);
-	if (strncmp(target, "tcp:", 4) == 0)
-		return sock_new_tcp(target, target + 4, err);
-	if (*target != '\0' && strstr(target, "://") == NULL)
-		return sock_new_unix(target, target, err);
-	if (strncmp(target, "ssh://", 6) == 0)
-		return tr_new_ex(target, NULL, err); /* explains that it needs a loop */
-	lm_error_set(err, LM_ERR_USAGE,
-		     "target '%s': expected unix:PATH, a socket path, tcp:HOST:PORT or "
-		     "ssh://[USER@]HOST[:PORT]/PATH", target);
-	return NULL;
-}
-
 struct tr *tr_new_fd(int fd, const char *desc, struct lm_error *err)
 {
 	struct tr_sock *s = sock_alloc(&sock_unix_ops, desc, err);
@@ -330,10 +318,4 @@ struct tr *tr_new_fd(int fd, const char *desc, struct lm_error *err)
 	}
 	s->connected = 1;
 	return &s->base;
-}
-
-void tr_free(struct tr *t)
-{
-	if (t != NULL)
-		t->ops->destroy(t);
 }

@@ -16,7 +16,7 @@
  * Targets: "unix:PATH", "tcp:HOST:PORT", "tcp:[ADDRESS]:PORT", any other
  * string without "://" taken as a unix socket path, and (tr_new_ex only)
  * "ssh://[USER@]HOST[:PORT]/PATH": the unix socket PATH on HOST, reached
- * through sshd (transport/ssh.c). All ssh:// transports of one loop to the
+ * through sshd (transport/ssh-*.c). All ssh:// transports of one loop to the
  * same USER, HOST and PORT share one SSH session (the first one's options
  * hold for it); each is its own channel. The registry of sessions is not
  * locked: use ssh:// transports from one thread.
