@@ -128,6 +128,9 @@ struct ssh_sess {
 	int kick; /* connecting channels changed state: poke their watchers */
 	int sock_eof;   /* the peer closed the TCP connection */
 	int sock_errno; /* the last error of the socket (libssh2 says only "transport read") */
+	/* remote files (ssh-sftp.c): what the host refused, so it is asked once */
+	int no_sftp; /* the sftp subsystem was refused: use an exec channel */
+	int no_exec; /* an exec channel ran no shell for us either (ForceCommand) */
 
 	/* authentication */
 	enum auth_step auth;

@@ -1,7 +1,11 @@
 /*
  * transport/ssh-sftp: files on the host of an ssh:// transport, over SFTP
  * on its session (tr_ssh_file_exists, tr_ssh_file_remove,
- * tr_ssh_file_read_head in transport.h). Each is a short blocking exchange:
+ * tr_ssh_file_read_head in transport.h); on a host without the sftp
+ * subsystem, over an exec channel running a few POSIX shell words; on a host
+ * that allows neither, they fail with UNSUPPORTED (the caller decides what
+ * that means: the engine asks QEMU, or leaves a file where it is). Each is
+ * a short blocking exchange:
  * the pump first finishes what the session has half done, then the
  * exchange has the session to itself until it ends, bounded by the session
  * timeout; the pump runs again afterwards.
@@ -10,6 +14,8 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -159,6 +165,210 @@ static int sftp_read_head(struct ssh_sess *s, LIBSSH2_SFTP *sftp, const char *pa
 	return rc;
 }
 
+/* ---- exec: the same through a shell, where the host has no sftp ---------------- */
+
+/* path as one single-quoted shell word (a ' becomes '\''); owned, or NULL. */
+static char *sh_quote(const char *path)
+{
+	size_t n = 3, i, k = 0;
+	char *q;
+
+	for (i = 0; path[i]; i++)
+		n += path[i] == '\'' ? 4 : 1;
+	if ((q = malloc(n)) == NULL)
+		return NULL;
+	q[k++] = '\'';
+	for (i = 0; path[i]; i++) {
+		if (path[i] == '\'') {
+			memcpy(q + k, "'\\''", 4);
+			k += 4;
+		} else {
+			q[k++] = path[i];
+		}
+	}
+	q[k++] = '\'';
+	q[k] = '\0';
+	return q;
+}
+
+/* The marker our commands print first: without it, no shell of ours ran
+ * (ForceCommand /bin/false, a restricted shell). */
+#define EXEC_MARK "LM1\n"
+
+/*
+ * Run one command on an exec channel and read its stdout (up to cap bytes
+ * into out, *got). 0, 1 (the host gave no channel or ran no shell of ours:
+ * s->no_exec set), or -1 with the libssh2 rc in *rcp (0: timed out).
+ */
+static int exec_run(struct ssh_sess *s, const char *cmd, char *out, size_t cap, size_t *got,
+		    double deadline, int *rcp)
+{
+	LIBSSH2_CHANNEL *ch;
+	char sink[512];
+	ssize_t n;
+	int rc = 0, r = 0, eof_out = 0;
+
+	*got = 0;
+	while ((ch = libssh2_channel_open_session(s->ssh)) == NULL) {
+		rc = libssh2_session_last_errno(s->ssh);
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			break;
+		if (sess_poll(s, deadline) < 0) {
+			*rcp = 0;
+			return -1;
+		}
+	}
+	if (ch == NULL) {
+		if (ssh_rc_fatal(rc)) {
+			*rcp = rc;
+			return -1;
+		}
+		s->no_exec = 1; /* the session channel itself was refused */
+		return 1;
+	}
+	while ((rc = libssh2_channel_exec(ch, cmd)) == LIBSSH2_ERROR_EAGAIN)
+		if (sess_poll(s, deadline) < 0) {
+			rc = 0;
+			r = -1;
+			goto close;
+		}
+	if (rc != 0) {
+		if (ssh_rc_fatal(rc)) {
+			r = -1;
+			goto close;
+		}
+		s->no_exec = 1; /* exec refused */
+		r = 1;
+		goto close;
+	}
+	while (!eof_out) {
+		if (*got < cap)
+			n = libssh2_channel_read(ch, out + *got, cap - *got);
+		else
+			n = libssh2_channel_read(ch, sink, sizeof(sink)); /* past the cap: drop */
+		if (n > 0) {
+			if (*got < cap)
+				*got += (size_t)n;
+			continue;
+		}
+		/* stderr is not ours to show, but its window must not fill */
+		while (libssh2_channel_read_stderr(ch, sink, sizeof(sink)) > 0)
+			;
+		if (n == 0 && libssh2_channel_eof(ch)) {
+			eof_out = 1;
+		} else if (n == 0 || n == LIBSSH2_ERROR_EAGAIN) {
+			if (sess_poll(s, deadline) < 0) {
+				rc = 0;
+				r = -1;
+				goto close;
+			}
+		} else {
+			rc = (int)n;
+			r = -1;
+			goto close;
+		}
+	}
+	if (*got < sizeof(EXEC_MARK) - 1 || memcmp(out, EXEC_MARK, sizeof(EXEC_MARK) - 1) != 0) {
+		s->no_exec = 1; /* something ran, but not our shell words */
+		r = 1;
+	}
+close:
+	while (libssh2_channel_close(ch) == LIBSSH2_ERROR_EAGAIN)
+		if (sess_poll(s, deadline) < 0)
+			break;
+	while (libssh2_channel_free(ch) == LIBSSH2_ERROR_EAGAIN)
+		if (sess_poll(s, deadline) < 0)
+			break;
+	*rcp = rc;
+	return r;
+}
+
+/*
+ * job through an exec channel: what sftp_run does, for a host without the
+ * sftp subsystem. Same returns; UNSUPPORTED when the host runs no shell for
+ * us either.
+ */
+static int exec_job(struct tr_ssh *c, enum sftp_job job, const char *path, struct sftp_read *rd,
+		    double deadline, int *dead, struct lm_error *err)
+{
+	struct ssh_sess *s = c->s;
+	const char *verb = job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check";
+	char *q, *cmd = NULL, small[64], *out = small;
+	size_t cap = sizeof(small), got;
+	int r, rc, result = -1;
+
+	if (s->no_exec)
+		return lm_error_set(err, LM_ERR_UNSUPPORTED, "cannot %s %s on %s: the host offers "
+				    "neither SFTP nor an exec channel running a shell", verb, path,
+				    s->khname);
+	if ((q = sh_quote(path)) == NULL)
+		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+	if (job == SFTP_EXISTS)
+		r = asprintf(&cmd, "printf 'LM1\\n'; if [ -e %s ] || [ -L %s ]; then echo 1; else "
+			     "echo 0; fi", q, q);
+	else if (job == SFTP_REMOVE)
+		r = asprintf(&cmd, "printf 'LM1\\n'; rm -f -- %s && echo 0 || echo 1", q);
+	else
+		r = asprintf(&cmd, "printf 'LM1\\n'; if [ -L %s ]; then echo l; elif [ -f %s ]; "
+			     "then echo r; elif [ -b %s ]; then echo b; elif [ -e %s ]; then echo o; "
+			     "else echo n; fi; if [ ! -L %s ] && { [ -f %s ] || [ -b %s ]; }; then "
+			     "head -c %zu < %s; fi", q, q, q, q, q, q, q, rd->len, q);
+	free(q);
+	if (r < 0)
+		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+	if (job == SFTP_READ) {
+		cap = rd->len + 8;
+		if ((out = malloc(cap)) == NULL) {
+			free(cmd);
+			return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
+		}
+	}
+	r = exec_run(s, cmd, out, cap, &got, deadline, &rc);
+	free(cmd);
+	if (r < 0) {
+		if (sftp_fail_session(s, c, rc, job == SFTP_REMOVE ? "deleting" : "checking", path,
+				      err) < 0)
+			*dead = 1;
+		else
+			lm_error_set(err, LM_ERR_IO, "cannot %s %s on %s: %s", verb, path, s->khname,
+				     ssh_sess_errmsg(s));
+		goto out;
+	}
+	if (r > 0) {
+		lm_error_set(err, LM_ERR_UNSUPPORTED, "cannot %s %s on %s: the host offers neither "
+			     "SFTP nor an exec channel running a shell", verb, path, s->khname);
+		goto out;
+	}
+	got -= sizeof(EXEC_MARK) - 1;
+	memmove(out, out + sizeof(EXEC_MARK) - 1, got);
+	if (job != SFTP_READ) {
+		if (got < 2 || out[1] != '\n' || (out[0] != '0' && out[0] != '1'))
+			lm_error_set(err, LM_ERR_IO, "cannot %s %s on %s: the host's shell answered "
+				     "what it should not", verb, path, s->khname);
+		else if (job == SFTP_EXISTS)
+			result = out[0] == '1';
+		else if (out[0] == '0')
+			result = 0;
+		else
+			lm_error_set(err, LM_ERR_IO, "cannot delete %s on %s: rm failed", path,
+				     s->khname);
+		goto out;
+	}
+	if (got < 2 || out[1] != '\n' || strchr("lrbon", out[0]) == NULL) {
+		lm_error_set(err, LM_ERR_IO, "cannot read %s on %s: the host's shell answered what "
+			     "it should not", path, s->khname);
+		goto out;
+	}
+	rd->type = out[0] == 'n' ? 0 : out[0] == 'o' ? 'o' : out[0];
+	rd->got = got - 2 < rd->len ? got - 2 : rd->len;
+	memcpy(rd->buf, out + 2, rd->got);
+	result = (int)rd->got;
+out:
+	if (out != small)
+		free(out);
+	return result;
+}
+
 /* One SFTP exchange on c's session, to completion: see transport.h. */
 static int sftp_run(struct tr *t, enum sftp_job job, const char *path, struct sftp_read *rd,
 		    struct lm_error *err)
@@ -185,6 +395,10 @@ static int sftp_run(struct tr *t, enum sftp_job job, const char *path, struct sf
 		goto out;
 
 	/* from here on nothing else may use the session until the end */
+	if (s->no_sftp) {
+		result = exec_job(c, job, path, rd, deadline, &dead, err);
+		goto out;
+	}
 	while ((sftp = libssh2_sftp_init(s->ssh)) == NULL) {
 		rc = libssh2_session_last_errno(s->ssh);
 		if (rc == LIBSSH2_ERROR_EAGAIN) {
@@ -196,10 +410,9 @@ static int sftp_run(struct tr *t, enum sftp_job job, const char *path, struct sf
 			dead = 1;
 			goto out;
 		}
-		lm_error_set(err, LM_ERR_IO, "%s: cannot start SFTP on %s to %s %s: %s (does sshd "
-			     "offer the sftp subsystem?)", t->desc, s->khname,
-			     job == SFTP_REMOVE ? "delete" : job == SFTP_READ ? "read" : "check", path,
-			     ssh_sess_errmsg(s));
+		/* no sftp subsystem (a hardened host): the same through a shell */
+		s->no_sftp = 1;
+		result = exec_job(c, job, path, rd, deadline, &dead, err);
 		goto out;
 	}
 	for (;;) {
