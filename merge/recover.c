@@ -364,6 +364,13 @@ static int rec_flush_layer(struct rec *r, const struct merge_disk *d, int k, str
 		if (strcmp(err->qmp_class, "CommandNotFound") != 0)
 			return -1;
 	}
+	if (l->node_name != NULL && l->node_name[0] == '#') {
+		/* a storage daemon reopens only nodes named by their user; where QEMU
+		 * flushes such a node itself is said in merge/group.c (g_flush_unnamed) */
+		rec_msg(r, "%s: %s has no node name of its own, so this QEMU cannot flush it; "
+			"relying on QEMU's own flush of it", d->name, l->filename);
+		return 0;
+	}
 	if (l->node_name == NULL || l->file_node == NULL ||
 	    (k + 1 < d->nlayers && d->layers[k + 1].node_name == NULL))
 		return lm_error_set(err, LM_ERR_STATE, "QEMU does not tell the nodes of %s",
@@ -384,9 +391,36 @@ static int rec_flush_layer(struct rec *r, const struct merge_disk *d, int k, str
 	}
 }
 
-/* Flush every writable layer of the journaled disks' live chains: what a
- * job wrote before a finalize, what a finalize rewrote before a deletion. */
-static int rec_flush_disks(struct rec *r, json_object *disks, struct lm_error *err)
+/* The file, of journaled disk d, that its job wrote into: the top for a
+ * stream, the base (the layer right below the last one removed) for a
+ * commit. Borrowed from the journal; NULL if it cannot be told. */
+static const char *rec_receiving_file(struct rec *r, json_object *d)
+{
+	json_object *before = rec_arr(d, "before"), *rm = rec_arr(d, "remove");
+	const char *last;
+	size_t n = before ? json_object_array_length(before) : 0, k;
+
+	if (n == 0)
+		return NULL;
+	if (strcmp(rec_str(r->intent, "verb"), "stream") == 0)
+		return json_object_get_string(json_object_array_get_idx(before, 0));
+	if (rm == NULL || json_object_array_length(rm) == 0)
+		return NULL;
+	last = rec_str(json_object_array_get_idx(rm, json_object_array_length(rm) - 1), "filename");
+	for (k = 0; last != NULL && k + 1 < n; k++)
+		if (strcmp(json_object_get_string(json_object_array_get_idx(before, k)), last) == 0)
+			return json_object_get_string(json_object_array_get_idx(before, k + 1));
+	return NULL;
+}
+
+/*
+ * Flush the journaled disks' live layers to stable storage: with jobs
+ * pending (before the finalize), only the layer each job wrote into: an
+ * active commit keeps its source drained while pending, and a flush of it
+ * would wait forever inside QEMU; after the jobs ended, every writable
+ * layer, for what a finalize rewrote.
+ */
+static int rec_flush_disks(struct rec *r, json_object *disks, int pending, struct lm_error *err)
 {
 	struct merge_chains *ch = rec_chains(r, err);
 	size_t i;
@@ -395,12 +429,23 @@ static int rec_flush_disks(struct rec *r, json_object *disks, struct lm_error *e
 	if (ch == NULL)
 		return -1;
 	for (i = 0; rc == 0 && i < json_object_array_length(disks); i++) {
-		const struct merge_disk *md = rec_find(ch, json_object_array_get_idx(disks, i));
+		json_object *d = json_object_array_get_idx(disks, i);
+		const struct merge_disk *md = rec_find(ch, d);
+		const char *recv = pending ? rec_receiving_file(r, d) : NULL;
 
-		for (k = 0; rc == 0 && md != NULL && k < md->nlayers; k++)
-			if (!md->layers[k].read_only && (rc = rec_flush_layer(r, md, k, err)) < 0)
+		if (pending && recv == NULL) {
+			rc = lm_error_set(err, LM_ERR_STATE, "%s: the journal does not tell which "
+					  "layer the job wrote into", rec_str(d, "disk"));
+			break;
+		}
+		for (k = 0; rc == 0 && md != NULL && k < md->nlayers; k++) {
+			if (pending ? strcmp(md->layers[k].filename, recv) != 0
+				    : md->layers[k].read_only)
+				continue;
+			if ((rc = rec_flush_layer(r, md, k, err)) < 0)
 				lm_error_prefix(err, "%s: cannot flush %s: ", md->name,
 						md->layers[k].filename);
+		}
 	}
 	merge_chains_free(ch);
 	return rc;
@@ -543,7 +588,7 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	} else {
 		forward = rec_has_step(&r, "finalize");
 		/* nothing pivots before what the jobs wrote is on stable storage */
-		if (forward && rec_has_pending(&r) && rec_flush_disks(&r, disks, err) < 0) {
+		if (forward && rec_has_pending(&r) && rec_flush_disks(&r, disks, 1, err) < 0) {
 			out = MERGE_UNKNOWN;
 			goto out;
 		}
@@ -595,7 +640,7 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	}
 	/* what a finalize rewrote is on stable storage before anything goes,
 	 * and before the operation is marked finished */
-	if (changed > 0 && rec_flush_disks(&r, disks, err) < 0) {
+	if (changed > 0 && rec_flush_disks(&r, disks, 0, err) < 0) {
 		out = MERGE_UNKNOWN;
 		goto out;
 	}
