@@ -9,8 +9,8 @@
  * a client when QEMU starts) and appends to OUT, for every complete line read, "T LINE" where
  * T is CLOCK_REALTIME in seconds (comparable with bash's $EPOCHREALTIME) taken right after the
  * read() that completed the line. Lines that arrive in one read share its stamp: they did
- * arrive together. OUT is written with one write() per read, so a reader of the file sees
- * whole lines. Exits 0 when QEMU closes the connection.
+ * arrive together. OUT only ever receives whole lines, so a reader of the file never sees a
+ * cut one. Exits 0 when QEMU closes the connection.
  */
 #include <errno.h>
 #include <fcntl.h>
