@@ -10,7 +10,7 @@ log=build/check-qemu10.log
 mkdir -p build
 
 tally() {
-	echo "check-qemu10: $1 passed, $2 failed"
+	echo "check-qemu10: $1 passed, $2 failed, ${3:-0} skipped"
 	[ "$2" -eq 0 ] && [ "$1" -gt 0 ]
 	exit
 }
@@ -34,12 +34,15 @@ done
 echo "== integration on QEMU 10.0: integration/run"
 integration/run 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-p=$(sed -n 's/^\([0-9]*\) passed, [0-9]* failed$/\1/p' "$log" | tail -n 1)
-f=$(sed -n 's/^[0-9]* passed, \([0-9]*\) failed$/\1/p' "$log" | tail -n 1)
+# integration/run closes with "N passed, N failed, N skipped"
+p=$(sed -n 's/^\([0-9]*\) passed, [0-9]* failed\(, [0-9]* skipped\)\{0,1\}$/\1/p' "$log" | tail -n 1)
+f=$(sed -n 's/^[0-9]* passed, \([0-9]*\) failed\(, [0-9]* skipped\)\{0,1\}$/\1/p' "$log" | tail -n 1)
+s=$(sed -n 's/^[0-9]* passed, [0-9]* failed, \([0-9]*\) skipped$/\1/p' "$log" | tail -n 1)
 p=${p:-0}
 f=${f:-0}
+s=${s:-0}
 if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 	echo "== check-qemu10: integration/run exited $rc"
 	f=1
 fi
-tally "$p" "$f"
+tally "$p" "$f" "$s"
