@@ -82,7 +82,7 @@ int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
 struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err);
 
 /* How the engine reaches the VM's image files: for an ssh:// target over
- * SFTP on the monitor's session (ctx->conn at the time of each call),
+ * the monitor's session (SFTP, else exec; ctx->conn at the time of each call),
  * else NULL (this host's filesystem). Points to static storage. */
 const struct merge_fileops *cli_fileops(struct cli_ctx *ctx);
 

@@ -25,7 +25,12 @@ const struct cmd_entry cmd_commit_entry = {
 		"  --base LAYER    node name or file name as 'chain' shows it\n"
 		"  --speed BYTES   bytes per second per job (suffixes K, M, G)\n"
 		"  --delete        delete the images that left the chains, after the live\n"
-		"                  chains are checked\n"
+		"                  chains are checked and each image is checked on its host\n"
+		"                  (a regular file, not a symlink, a qcow2 header naming the\n"
+		"                  layer below); what fails a check is left and listed. Over\n"
+		"                  ssh:// the host needs SFTP or an exec channel for it; with\n"
+		"                  neither, the files are left and listed, and the merge\n"
+		"                  still succeeds\n"
 		"  --wait-for-space SECS  a job that runs out of space pauses; wait up to SECS\n"
 		"                  for space to appear (resuming it every 2 s) instead of\n"
 		"                  cancelling every job at once\n"
@@ -43,7 +48,7 @@ const struct cmd_entry cmd_stream_entry = {
 		"layer. Several disks run at once and change all or none.\n"
 		"  --base LAYER    node name or file name as 'chain' shows it\n"
 		"  --speed BYTES   bytes per second per job (suffixes K, M, G)\n"
-		"  --delete        delete the images that left the chains\n"
+		"  --delete        delete the images that left the chains (as for commit)\n"
 		"  --wait-for-space SECS  as for commit\n",
 	.needs_conn = 1,
 	.exec = cmd_merge_exec,

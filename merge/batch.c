@@ -153,7 +153,7 @@ static long bvm_ssh_read_head(const char *path, void *buf, size_t len,
 }
 
 /* A VM reached over ssh has its image files on that host: check and delete
- * them there, through SFTP on the monitor's session. */
+ * them there, through the monitor's session (SFTP, else exec). */
 static void bvm_remote_files(struct bvm *v, const char *target)
 {
 	struct tr_ssh_target tg;

@@ -49,7 +49,7 @@ struct merge_fileops {
 const struct merge_fileops *merge_files_local(void);
 
 /* read_head for the files of a VM reached over ssh (the transport of its
- * monitor connection), through SFTP on that session. */
+ * monitor connection), through that session (SFTP, else exec). */
 struct tr;
 long merge_files_remote_read(struct tr *t, const char *path, void *buf, size_t len,
 			     enum merge_file_kind *kind, struct lm_error *err);
