@@ -650,7 +650,7 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 		json_object *rm = rec_arr(d, "remove"), *v;
 		int want_delete = json_object_object_get_ex(r.intent, "delete", &v) &&
 				  json_object_get_boolean(v);
-		char why[700];
+		char why[1400], held[1200];
 		size_t k;
 
 		if (strcmp(verb, "snapshot") == 0) {
@@ -666,11 +666,10 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 		}
 		if (!rec_chain_is(md, rec_arr(d, "expect")))
 			continue;
+		held[0] = '\0';
 		if (want_delete && rm != NULL && json_object_array_length(rm) > 0 &&
-		    !rec_chain_on_disk(&r, md, why, sizeof(why))) {
-			rec_msg(&r, "%s: deleting nothing: %s", rec_str(d, "disk"), why);
-			want_delete = 0;
-		}
+		    !rec_chain_on_disk(&r, md, held, sizeof(held)))
+			rec_msg(&r, "%s: deleting nothing: %s", rec_str(d, "disk"), held);
 		for (k = 0; rm && k < json_object_array_length(rm); k++) {
 			json_object *l = json_object_array_get_idx(rm, k);
 			const char *node = rec_str(l, "node"), *fnode = rec_str(l, "file-node");
@@ -684,7 +683,10 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 				rec_exec(&r, xl_node_release(fnode), NULL, &e);
 			if (!want_delete || file == NULL || rec_in_any_chain(ch, file))
 				continue;
-			if (rec_removable(&r, d, file, why, sizeof(why)) < 0) {
+			if (held[0] != '\0')
+				snprintf(why, sizeof(why), "the live chain is not as expected on disk: %s",
+					 held);
+			if (held[0] != '\0' || rec_removable(&r, d, file, why, sizeof(why)) < 0) {
 				rec_msg(&r, "%s: left %s: %s", rec_str(d, "disk"), file, why);
 				if (r.o->left != NULL)
 					r.o->left(rec_str(d, "disk"), file, why, r.o->arg);
