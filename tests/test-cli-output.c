@@ -19,22 +19,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "binrun.h"
 #include "fakeqmp.h"
-#include "testutil.h"
 
 #define OSC "\033]0;pwned\007"
 #define SGR "\033[31m"
@@ -50,196 +43,33 @@ static const char job_b[] = "x" OSC "\ny";
 static const char job_err[] = "Input/output error" OSC "\n" SGR "\x7f";
 static const char qmp_desc[] = "no such thing " OSC "\nlivemerge: fake line\r" SGR "\xc2\x85";
 
-struct fixture {
-	char dir[64];
-	char sock[128];
-	char out[128], err[128];
-	char lm[PATH_MAX];
-	int lfd;
-	struct ev_loop *loop;
-	struct fq *fq;
-	int status;
-	char *stdout_text, *stderr_text;
-	size_t stdout_len, stderr_len;
-};
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t cap = 0, n = 0, r;
-
-	assert_non_null(f);
-	do {
-		if (n + 4096 + 1 > cap) {
-			cap = cap ? cap * 2 : 8192;
-			buf = realloc(buf, cap);
-			assert_non_null(buf);
-		}
-		r = fread(buf + n, 1, cap - n - 1, f);
-		n += r;
-	} while (r > 0);
-	fclose(f);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-}
-
+/* The fixture is a struct binrun: the temp dir, the monitor's socket, the outputs. */
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char self[PATH_MAX];
-	ssize_t n;
+	struct binrun *fx = malloc(sizeof(*fx));
 
-	if (fx == NULL)
-		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/lm-test-cli-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	snprintf(fx->sock, sizeof(fx->sock), "%s/m.sock", fx->dir);
-	snprintf(fx->out, sizeof(fx->out), "%s/out", fx->dir);
-	snprintf(fx->err, sizeof(fx->err), "%s/err", fx->dir);
-	/* the binary of this build tree: BUILD/tests/test-cli-output -> BUILD/livemerge */
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n < 0)
-		return -1;
-	self[n] = '\0';
-	snprintf(fx->lm, sizeof(fx->lm), "%s/livemerge", dirname(dirname(self)));
-	if (access(fx->lm, X_OK) != 0) {
-		fprintf(stderr, "test-cli-output: no %s (make builds it)\n", fx->lm);
+	if (fx == NULL || binrun_init(fx) < 0) {
+		free(fx);
 		return -1;
 	}
-	if (strlen(fx->sock) >= sizeof(sa.sun_path))
-		return -1;
-	memcpy(sa.sun_path, fx->sock, strlen(fx->sock) + 1);
-	fx->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fx->lfd < 0 || bind(fx->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fx->lfd, 1) < 0)
-		return -1;
-	fx->loop = EV_DEFAULT;
 	*state = fx;
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-
-	fq_free(fx->fq);
-	close(fx->lfd);
-	free(fx->stdout_text);
-	free(fx->stderr_text);
-	test_rm_rf(fx->dir);
-	free(fx);
+	binrun_fini(*state);
+	free(*state);
 	return 0;
 }
 
-/* --- running the binary ------------------------------------------------- */
-
-static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
-{
-	struct fixture *fx = w->data;
-
-	(void)revents;
-	fx->status = w->rstatus;
-	ev_child_stop(loop, w);
-	w->data = NULL;
-}
-
-static void kill_child(pid_t pid)
-{
-	kill(pid, SIGKILL);
-}
-
 /*
- * Run livemerge -c unix:SOCK --journal DIR/j ARGS (NULL-terminated) with
- * stdout and stderr in files; script(fq, arg) writes the fake's part once
- * the binary connected (script NULL: it never connects). Returns the exit
- * status; the output is in fx->stdout_text / stderr_text.
+ * Run livemerge -c unix:SOCK --journal DIR/j ARGS (NULL-terminated) against
+ * script(fq, arg), the fake's part (binrun.h). Returns the exit status; the
+ * output is in fx->stdout_text / stderr_text.
  */
-static int run_lm(struct fixture *fx, void (*script)(struct fq *fq, const void *arg),
-		  const void *arg, ...)
-{
-	char *argv[32], journal[128], target[160];
-	ev_child cw;
-	va_list ap;
-	pid_t pid;
-	int n = 0;
-
-	snprintf(journal, sizeof(journal), "%s/j", fx->dir);
-	snprintf(target, sizeof(target), "unix:%s", fx->sock);
-	argv[n++] = fx->lm;
-	argv[n++] = "-c";
-	argv[n++] = target;
-	argv[n++] = "--journal";
-	argv[n++] = journal;
-	va_start(ap, arg);
-	while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
-		n++;
-	va_end(ap);
-	argv[n] = NULL;
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int o = open(fx->out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int e = open(fx->err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(127);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	fx->status = -1;
-	ev_child_init(&cw, child_cb, pid, 0);
-	cw.data = fx;
-	ev_child_start(fx->loop, &cw);
-	if (script != NULL) {
-		struct pollfd p = { .fd = fx->lfd, .events = POLLIN };
-		int fd;
-
-		if (poll(&p, 1, 10000) != 1) {
-			kill_child(pid);
-			fail_msg("livemerge did not connect within 10 s");
-		}
-		fd = accept4(fx->lfd, NULL, NULL, SOCK_CLOEXEC);
-		assert_true(fd >= 0);
-		fq_free(fx->fq);
-		fx->fq = fq_new_on_fd(fx->loop, fd);
-		script(fx->fq, arg);
-	}
-	TEST_RUN_UNTIL(fx->loop, cw.data == NULL, 20, { ev_child_stop(fx->loop, &cw); kill_child(pid); });
-	if (fx->fq != NULL) {
-		TEST_RUN_UNTIL(fx->loop, fq_done(fx->fq), 5, (void)0);
-		assert_int_equal(fq_verify(fx->fq), 0);
-	}
-	free(fx->stdout_text);
-	free(fx->stderr_text);
-	fx->stdout_text = slurp(fx->out, &fx->stdout_len);
-	fx->stderr_text = slurp(fx->err, &fx->stderr_len);
-	assert_true(WIFEXITED(fx->status));
-	return WEXITSTATUS(fx->status);
-}
-
-/* text for a failure message, bytes outside printable ASCII as \xHH: the
- * report of a failing test must not drive the terminal either. Static. */
-static const char *show(const char *text, size_t n)
-{
-	static char buf[4096];
-	size_t i, o = 0;
-
-	for (i = 0; i < n && o + 5 < sizeof(buf); i++) {
-		unsigned char c = (unsigned char)text[i];
-
-		if ((c >= 0x20 && c < 0x7f) || c == '\n')
-			buf[o++] = (char)c;
-		else
-			o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\x%02x", c);
-	}
-	buf[o] = '\0';
-	return buf;
-}
+#define run_lm(fx, script, arg, ...)                                                               \
+	binrun_exit_code((fx), binrun_run((fx), NULL, (script), (arg), __VA_ARGS__))
 
 /* --- checks --------------------------------------------------------------- */
 
@@ -278,7 +108,7 @@ static void assert_clean(const char *what, const char *text, size_t n)
 	while (i < n) {
 		if ((s[i] < 0x20 && s[i] != '\n') || s[i] == 0x7f)
 			fail_msg("%s: raw control byte 0x%02x at offset %zu of:\n%s", what, s[i], i,
-				 show(text, n));
+				 binrun_show(text, n));
 		k = utf8_len(s + i, n - i);
 		if (k == 0)
 			fail_msg("%s: byte 0x%02x at offset %zu is not UTF-8", what, s[i], i);
@@ -288,7 +118,7 @@ static void assert_clean(const char *what, const char *text, size_t n)
 	}
 }
 
-static void assert_outputs_clean(struct fixture *fx, const char *verb)
+static void assert_outputs_clean(struct binrun *fx, const char *verb)
 {
 	char what[64];
 
@@ -304,13 +134,13 @@ static void assert_contains(const char *hay, const char *needle)
 	{
 		char n[1024];
 
-		snprintf(n, sizeof(n), "%s", show(needle, strlen(needle)));
-		fail_msg("'%s' not found in:\n%s", n, show(hay, strlen(hay)));
+		snprintf(n, sizeof(n), "%s", binrun_show(needle, strlen(needle)));
+		fail_msg("'%s' not found in:\n%s", n, binrun_show(hay, strlen(hay)));
 	}
 }
 
 /* The JSON lines of stdout, as an array (owned). */
-static json_object *json_lines(struct fixture *fx)
+static json_object *json_lines(struct binrun *fx)
 {
 	json_object *arr = json_object_new_array();
 	char *save = NULL, *line, *copy = strdup(fx->stdout_text);
@@ -320,21 +150,21 @@ static json_object *json_lines(struct fixture *fx)
 		json_object *o = json_tokener_parse(line);
 
 		if (o == NULL)
-			fail_msg("stdout line is not JSON: %s", show(line, strlen(line)));
+			fail_msg("stdout line is not JSON: %s", binrun_show(line, strlen(line)));
 		json_object_array_add(arr, o);
 	}
 	free(copy);
 	return arr;
 }
 
-/* assert_string_equal, reporting through show() */
+/* assert_string_equal, reporting through binrun_show() */
 static void assert_same(const char *got, const char *want)
 {
 	if (strcmp(got, want) != 0) {
 		char w[1024];
 
-		snprintf(w, sizeof(w), "%s", show(want, strlen(want)));
-		fail_msg("expected '%s', got '%s'", w, show(got, strlen(got)));
+		snprintf(w, sizeof(w), "%s", binrun_show(want, strlen(want)));
+		fail_msg("expected '%s', got '%s'", w, binrun_show(got, strlen(got)));
 	}
 }
 
@@ -406,7 +236,7 @@ static void s_chain(struct fq *fq)
 	fq_reply_return_to(fq, h[3], "[]");
 }
 
-static void script_chain(struct fq *fq, const void *arg)
+static void script_chain(struct fq *fq, void *arg)
 {
 	(void)arg;
 	fq_handshake(fq);
@@ -414,7 +244,7 @@ static void script_chain(struct fq *fq, const void *arg)
 	s_chain(fq);
 }
 
-static void script_jobs(struct fq *fq, const void *arg)
+static void script_jobs(struct fq *fq, void *arg)
 {
 	json_object *jobs = json_object_new_array(), *j;
 
@@ -441,7 +271,7 @@ static void script_jobs(struct fq *fq, const void *arg)
 	fq_command(fq, "query-block-jobs", NULL, "[]");
 }
 
-static void script_qmp_error(struct fq *fq, const void *arg)
+static void script_qmp_error(struct fq *fq, void *arg)
 {
 	(void)arg;
 	fq_handshake(fq);
@@ -449,7 +279,7 @@ static void script_qmp_error(struct fq *fq, const void *arg)
 	fq_reply_error(fq, "GenericError", qmp_desc); /* the fake JSON-escapes it */
 }
 
-static void script_qmp_return(struct fq *fq, const void *arg)
+static void script_qmp_return(struct fq *fq, void *arg)
 {
 	(void)arg;
 	fq_handshake(fq);
@@ -472,18 +302,18 @@ static void fq_make_file(struct fq *fq, void *arg)
  * creates the overlay, then refuses the transaction with an escape-laden
  * text; livemerge removes the file (a message line naming the disk) and
  * reads the chains again to confirm nothing changed. */
-static void script_snapshot_refused(struct fq *fq, const void *arg)
+static void script_snapshot_refused(struct fq *fq, void *arg)
 {
 	script_chain(fq, NULL);
 	fq_expect(fq, "transaction", NULL);
-	fq_call(fq, fq_make_file, (void *)arg);
+	fq_call(fq, fq_make_file, arg);
 	fq_reply_error(fq, "GenericError", "Could not create '" OSC "': Permission denied\n\033[2J");
 	s_chain(fq);
 }
 
 /* commit of the hostile disk: the job fails with an escape-laden error;
  * livemerge reads it, dismisses the job and finds the chain unchanged. */
-static void script_commit_fails(struct fq *fq, const void *arg)
+static void script_commit_fails(struct fq *fq, void *arg)
 {
 	/* the engine makes its job id of the disk name with anything but
 	 * [A-Za-z0-9._-] replaced: QEMU would refuse the rest */
@@ -519,7 +349,7 @@ static void script_commit_fails(struct fq *fq, const void *arg)
 
 static void test_chain_human(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 
 	assert_int_equal(run_lm(fx, script_chain, NULL, "chain", NULL), 0);
 	assert_outputs_clean(fx, "chain");
@@ -541,7 +371,7 @@ static void test_chain_human(void **state)
 
 static void test_chain_json_exact(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 	json_object *lines, *d, *chain, *l;
 
 	assert_int_equal(run_lm(fx, script_chain, NULL, "--json", "chain", NULL), 0);
@@ -566,7 +396,7 @@ static void test_chain_json_exact(void **state)
 
 static void test_jobs_human(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 
 	assert_int_equal(run_lm(fx, script_jobs, NULL, "jobs", NULL), 0);
 	assert_outputs_clean(fx, "jobs");
@@ -577,7 +407,7 @@ static void test_jobs_human(void **state)
 
 static void test_jobs_json_exact(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 	json_object *lines, *j;
 
 	assert_int_equal(run_lm(fx, script_jobs, NULL, "--json", "jobs", NULL), 0);
@@ -595,7 +425,7 @@ static void test_jobs_json_exact(void **state)
 
 static void test_qmp_error_line(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 
 	assert_int_equal(run_lm(fx, script_qmp_error, NULL, "qmp", "query-status", NULL), 1);
 	assert_outputs_clean(fx, "qmp error");
@@ -612,7 +442,7 @@ static void test_qmp_error_line(void **state)
 
 static void test_qmp_return(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 	json_object *lines, *r, *v;
 
 	assert_int_equal(run_lm(fx, script_qmp_return, NULL, "qmp", "query-name", NULL), 0);
@@ -635,7 +465,7 @@ static void test_qmp_return(void **state)
 
 static void test_snapshot_refused(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 	char arg[256], ov[128];
 
 	snprintf(ov, sizeof(ov), "%s/ov.qcow2", fx->dir);
@@ -652,7 +482,8 @@ static void test_snapshot_refused(void **state)
 
 		while (*p != '\0') {
 			if (strncmp(p, "livemerge: ", 11) != 0 && strncmp(p, "vd\\x1b[31ma: ", 13) != 0)
-				fail_msg("a stderr line not of ours: %s", show(p, strcspn(p, "\n")));
+				fail_msg("a stderr line not of ours: %s",
+					 binrun_show(p, strcspn(p, "\n")));
 			p = strchr(p, '\n');
 			assert_non_null(p);
 			p++;
@@ -662,7 +493,7 @@ static void test_snapshot_refused(void **state)
 
 static void test_commit_job_fails(void **state)
 {
-	struct fixture *fx = *state;
+	struct binrun *fx = *state;
 
 	assert_int_equal(run_lm(fx, script_commit_fails, NULL, "commit", disk, NULL), 1);
 	assert_outputs_clean(fx, "commit");

@@ -30,62 +30,27 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "binrun.h"
 #include "fakeqmp.h"
 #include "testutil.h"
 
 #define JOB "livemerge-commit-vda"
 
 struct fixture {
-	char dir[64];
-	char sock[128], out[128], err[128], journal[128];
+	struct binrun run; /* the temp dir, the monitor's socket, the outputs */
 	char top[160], mid[160], base[160], outside[160], other[160];
-	char lm[PATH_MAX];
-	int lfd;
-	struct ev_loop *loop;
-	struct fq *fq;
-	int status;
-	char *stdout_text, *stderr_text;
-	size_t stdout_len, stderr_len;
 };
 
 /* --- files ------------------------------------------------------------------- */
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	size_t cap = 0, n = 0, r;
-
-	if (f == NULL)
-		fail_msg("cannot open %s", path);
-	do {
-		if (n + 4096 + 1 > cap) {
-			cap = cap ? cap * 2 : 8192;
-			buf = realloc(buf, cap);
-			assert_non_null(buf);
-		}
-		r = fread(buf + n, 1, cap - n - 1, f);
-		n += r;
-	} while (r > 0);
-	fclose(f);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-}
 
 static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void sh(const char *fmt, ...)
@@ -147,7 +112,7 @@ static void snap_take(struct snap *s, const char *path)
 		assert_true(n > 0);
 		s->link[n] = '\0';
 	}
-	s->bytes = slurp(path, &s->len); /* through a symlink: its target's bytes */
+	s->bytes = binrun_slurp(path, &s->len); /* through a symlink: its target's bytes */
 }
 
 static void snap_same(struct snap *s, const char *path)
@@ -168,7 +133,7 @@ static void snap_same(struct snap *s, const char *path)
 		link[n] = '\0';
 		assert_string_equal(link, s->link);
 	}
-	now = slurp(path, &len);
+	now = binrun_slurp(path, &len);
 	if (len != s->len || memcmp(now, s->bytes, len) != 0)
 		fail_msg("%s changed (%zu bytes, was %zu)", path, len, s->len);
 	free(now);
@@ -181,156 +146,57 @@ static void snap_same(struct snap *s, const char *path)
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char self[PATH_MAX], d[200];
-	ssize_t n;
+	const char *dir;
+	char d[200];
 
 	if (fx == NULL)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/lm-test-trust-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	snprintf(fx->sock, sizeof(fx->sock), "%s/m.sock", fx->dir);
-	snprintf(fx->out, sizeof(fx->out), "%s/out", fx->dir);
-	snprintf(fx->err, sizeof(fx->err), "%s/err", fx->dir);
-	snprintf(fx->journal, sizeof(fx->journal), "%s/j", fx->dir);
-	snprintf(d, sizeof(d), "%s/img", fx->dir);
-	if (mkdir(d, 0700) < 0)
-		return -1;
-	snprintf(d, sizeof(d), "%s/elsewhere", fx->dir);
-	if (mkdir(d, 0700) < 0)
-		return -1;
-	snprintf(fx->top, sizeof(fx->top), "%s/img/top.qcow2", fx->dir);
-	snprintf(fx->mid, sizeof(fx->mid), "%s/img/mid.qcow2", fx->dir);
-	snprintf(fx->base, sizeof(fx->base), "%s/img/base.qcow2", fx->dir);
-	snprintf(fx->other, sizeof(fx->other), "%s/img/other.qcow2", fx->dir);
-	snprintf(fx->outside, sizeof(fx->outside), "%s/elsewhere/target.qcow2", fx->dir);
-	/* the binary of this build tree: BUILD/tests/test-trust -> BUILD/livemerge */
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n < 0)
-		return -1;
-	self[n] = '\0';
-	snprintf(fx->lm, sizeof(fx->lm), "%s/livemerge", dirname(dirname(self)));
-	if (access(fx->lm, X_OK) != 0) {
-		fprintf(stderr, "test-trust: no %s (make builds it)\n", fx->lm);
+	if (binrun_init(&fx->run) < 0) {
+		free(fx);
 		return -1;
 	}
-	if (strlen(fx->sock) >= sizeof(sa.sun_path))
-		return -1;
-	memcpy(sa.sun_path, fx->sock, strlen(fx->sock) + 1);
-	fx->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fx->lfd < 0 || bind(fx->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fx->lfd, 1) < 0)
-		return -1;
-	fx->loop = EV_DEFAULT;
+	dir = fx->run.dir;
+	snprintf(d, sizeof(d), "%s/img", dir);
+	if (mkdir(d, 0700) < 0)
+		goto fail;
+	snprintf(d, sizeof(d), "%s/elsewhere", dir);
+	if (mkdir(d, 0700) < 0)
+		goto fail;
+	snprintf(fx->top, sizeof(fx->top), "%s/img/top.qcow2", dir);
+	snprintf(fx->mid, sizeof(fx->mid), "%s/img/mid.qcow2", dir);
+	snprintf(fx->base, sizeof(fx->base), "%s/img/base.qcow2", dir);
+	snprintf(fx->other, sizeof(fx->other), "%s/img/other.qcow2", dir);
+	snprintf(fx->outside, sizeof(fx->outside), "%s/elsewhere/target.qcow2", dir);
 	*state = fx;
 	return 0;
+fail:
+	binrun_fini(&fx->run);
+	free(fx);
+	return -1;
 }
 
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
 
-	fq_free(fx->fq);
-	close(fx->lfd);
-	free(fx->stdout_text);
-	free(fx->stderr_text);
-	test_rm_rf(fx->dir);
+	binrun_fini(&fx->run);
 	free(fx);
 	return 0;
 }
 
 /* --- running the binary ------------------------------------------------- */
 
-static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
-{
-	struct fixture *fx = w->data;
-
-	(void)revents;
-	fx->status = w->rstatus;
-	ev_child_stop(loop, w);
-	w->data = NULL;
-}
-
 /*
  * Run [crash_at: LIVEMERGE_CRASH_AT=crash_at] livemerge -c unix:SOCK
- * --journal DIR/j ARGS (NULL-terminated), stdout and stderr in files;
- * script(fq, fx) writes the fake's part once the binary connected. Every
- * step of the script must be used. Returns the wait status; the output is in
- * fx->stdout_text / stderr_text.
+ * --journal DIR/j ARGS (NULL-terminated) against script(fq, fx), the fake's
+ * part (binrun.h). Every step of the script must be used. Returns the wait
+ * status; the output is in fx->run.stdout_text / stderr_text.
  */
-static int run_lm_env(struct fixture *fx, const char *crash_at,
-		      void (*script)(struct fq *fq, struct fixture *fx), ...)
-{
-	char *argv[32], target[160];
-	struct pollfd p = { .fd = fx->lfd, .events = POLLIN };
-	ev_child cw;
-	va_list ap;
-	pid_t pid;
-	int n = 0, fd;
-
-	snprintf(target, sizeof(target), "unix:%s", fx->sock);
-	argv[n++] = fx->lm;
-	argv[n++] = "-c";
-	argv[n++] = target;
-	argv[n++] = "--journal";
-	argv[n++] = fx->journal;
-	va_start(ap, script);
-	while (n < 31 && (argv[n] = va_arg(ap, char *)) != NULL)
-		n++;
-	va_end(ap);
-	argv[n] = NULL;
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int o = open(fx->out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		int e = open(fx->err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-			_exit(127);
-		if (crash_at != NULL)
-			setenv("LIVEMERGE_CRASH_AT", crash_at, 1);
-		else
-			unsetenv("LIVEMERGE_CRASH_AT");
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	fx->status = -1;
-	ev_child_init(&cw, child_cb, pid, 0);
-	cw.data = fx;
-	ev_child_start(fx->loop, &cw);
-	if (poll(&p, 1, 10000) != 1) {
-		kill(pid, SIGKILL);
-		fail_msg("livemerge did not connect within 10 s");
-	}
-	fd = accept4(fx->lfd, NULL, NULL, SOCK_CLOEXEC);
-	assert_true(fd >= 0);
-	fq_free(fx->fq);
-	fx->fq = fq_new_on_fd(fx->loop, fd);
-	script(fx->fq, fx);
-	TEST_RUN_UNTIL(fx->loop, cw.data == NULL, 20, {
-		ev_child_stop(fx->loop, &cw);
-		kill(pid, SIGKILL);
-	});
-	TEST_RUN_UNTIL(fx->loop, fq_done(fx->fq), 5, (void)0);
-	free(fx->stdout_text);
-	free(fx->stderr_text);
-	fx->stdout_text = slurp(fx->out, &fx->stdout_len);
-	fx->stderr_text = slurp(fx->err, &fx->stderr_len);
-	if (fq_verify(fx->fq) != 0)
-		fail_msg("the fake's script was not followed; livemerge said:\n%s%s", fx->stderr_text,
-			 fx->stdout_text);
-	return fx->status;
-}
+#define run_lm_env(fx, crash_at, script, ...)                                                      \
+	binrun_run(&(fx)->run, (crash_at), (script), (fx), __VA_ARGS__)
 
 /* The exit code of a run that must have exited by itself. */
-static int exit_code(struct fixture *fx, int status)
-{
-	if (!WIFEXITED(status))
-		fail_msg("livemerge did not exit (status %#x):\n%s", status, fx->stderr_text);
-	return WEXITSTATUS(status);
-}
+#define exit_code(fx, status) binrun_exit_code(&(fx)->run, (status))
 
 static void assert_contains(const char *hay, const char *needle)
 {
@@ -342,7 +208,7 @@ static void assert_contains(const char *hay, const char *needle)
 static json_object *result_line(struct fixture *fx)
 {
 	json_object *res = NULL;
-	char *save = NULL, *line, *copy = strdup(fx->stdout_text);
+	char *save = NULL, *line, *copy = strdup(fx->run.stdout_text);
 
 	assert_non_null(copy);
 	for (line = strtok_r(copy, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
@@ -353,7 +219,7 @@ static json_object *result_line(struct fixture *fx)
 		if (json_object_object_get_ex(o, "type", &t) &&
 		    strcmp(json_object_get_string(t), "result") == 0) {
 			if (res != NULL)
-				fail_msg("two result lines in:\n%s", fx->stdout_text);
+				fail_msg("two result lines in:\n%s", fx->run.stdout_text);
 			res = o;
 		} else {
 			json_object_put(o);
@@ -361,7 +227,7 @@ static json_object *result_line(struct fixture *fx)
 	}
 	free(copy);
 	if (res == NULL)
-		fail_msg("no result line in:\n%s", fx->stdout_text);
+		fail_msg("no result line in:\n%s", fx->run.stdout_text);
 	return res;
 }
 
@@ -489,30 +355,38 @@ static void s_commit_tail(struct fq *fq, struct fixture *fx)
 }
 
 /* commit vda --top MIDDLE --delete, by the book. */
-static void script_commit(struct fq *fq, struct fixture *fx)
+static void script_commit(struct fq *fq, void *arg)
 {
+	struct fixture *fx = arg;
+
 	s_commit_to_finalized(fq, fx, 1);
 	s_commit_tail(fq, fx);
 }
 
 /* The same, but top's header still names MIDDLE after the finalize. */
-static void script_commit_no_pivot_on_disk(struct fq *fq, struct fixture *fx)
+static void script_commit_no_pivot_on_disk(struct fq *fq, void *arg)
 {
+	struct fixture *fx = arg;
+
 	s_commit_to_finalized(fq, fx, 0);
 	s_commit_tail(fq, fx);
 }
 
 /* The same, killed by LIVEMERGE_CRASH_AT=dismiss before job-dismiss is sent. */
-static void script_commit_killed(struct fq *fq, struct fixture *fx)
+static void script_commit_killed(struct fq *fq, void *arg)
 {
+	struct fixture *fx = arg;
+
 	s_commit_to_finalized(fq, fx, 1);
 	fq_command(fq, "query-jobs", NULL, concluded);
 	fq_expect_eof(fq);
 }
 
 /* recover: the job is concluded, the chain changed as asked. */
-static void script_recover(struct fq *fq, struct fixture *fx)
+static void script_recover(struct fq *fq, void *arg)
 {
+	struct fixture *fx = arg;
+
 	fq_handshake(fq);
 	fq_command(fq, "query-jobs", NULL, concluded); /* any job pending? */
 	fq_command(fq, "query-jobs", NULL, concluded); /* finalize or cancel what runs */
@@ -563,7 +437,7 @@ static void commit_refused(struct fixture *fx, void (*make_mid)(struct fixture *
 			assert_left_json(fx, fx->mid, why);
 		} else {
 			snprintf(line, sizeof(line), "vda: left %s: %s", fx->mid, why);
-			assert_contains(fx->stderr_text, line);
+			assert_contains(fx->run.stderr_text, line);
 		}
 	}
 }
@@ -626,7 +500,7 @@ static void test_commit_genuine_deleted(void **state)
 						  "--top", fx->mid, "--delete", NULL)), 0);
 	assert_int_equal(access(fx->mid, F_OK), -1);
 	snprintf(line, sizeof(line), "vda: deleted %s", fx->mid);
-	assert_contains(fx->stdout_text, line);
+	assert_contains(fx->run.stdout_text, line);
 	res = result_line(fx);
 	assert_false(json_object_object_get_ex(res, "left", &v));
 	json_object_put(res);
@@ -656,7 +530,7 @@ static void test_commit_result_not_on_disk_left(void **state)
 /* The journal's file (the only one in DIR/j). */
 static void journal_file(struct fixture *fx, char *path, size_t len)
 {
-	DIR *d = opendir(fx->journal);
+	DIR *d = opendir(fx->run.journal);
 	struct dirent *e;
 	int n = 0;
 
@@ -664,7 +538,7 @@ static void journal_file(struct fixture *fx, char *path, size_t len)
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.')
 			continue;
-		snprintf(path, len, "%s/%s", fx->journal, e->d_name);
+		snprintf(path, len, "%s/%s", fx->run.journal, e->d_name);
 		n++;
 	}
 	closedir(d);
@@ -681,7 +555,7 @@ static void journal_remove_is(struct fixture *fx, const char *file)
 	FILE *f;
 
 	journal_file(fx, path, sizeof(path));
-	text = slurp(path, &len);
+	text = binrun_slurp(path, &len);
 	nl = strchr(text, '\n');
 	assert_non_null(nl);
 	*nl = '\0';
@@ -723,7 +597,7 @@ static void test_recover_not_in_recorded_chain(void **state)
 
 	sh("qemu-img create -q -f qcow2 %s 64M", fx->outside);
 	for (json = 0; json < 2; json++) {
-		test_rm_rf(fx->journal);
+		test_rm_rf(fx->run.journal);
 		unlink(fx->mid);
 		mid_genuine(fx);
 		make_top_and_base(fx);
@@ -731,7 +605,7 @@ static void test_recover_not_in_recorded_chain(void **state)
 				fx->mid, "--delete", NULL);
 		if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
 			fail_msg("the commit was not killed at its dismiss (status %#x):\n%s", st,
-				 fx->stderr_text);
+				 fx->run.stderr_text);
 		journal_remove_is(fx, fx->outside);
 		snap_take(&s, fx->outside);
 		if (json)
@@ -741,12 +615,12 @@ static void test_recover_not_in_recorded_chain(void **state)
 		assert_int_equal(exit_code(fx, st), 0);
 		snap_same(&s, fx->outside);
 		if (json) {
-			assert_contains(fx->stdout_text, "recovered: the operation is finished");
+			assert_contains(fx->run.stdout_text, "recovered: the operation is finished");
 			assert_left_json(fx, fx->outside, why);
 		} else {
-			assert_contains(fx->stderr_text, "recovered: the operation is finished");
+			assert_contains(fx->run.stderr_text, "recovered: the operation is finished");
 			snprintf(line, sizeof(line), "vda: left %s: %s", fx->outside, why);
-			assert_contains(fx->stderr_text, line);
+			assert_contains(fx->run.stderr_text, line);
 		}
 	}
 }
