@@ -1125,6 +1125,21 @@ static void test_commit_ready_other_order(void **state)
 	check_happy_result(fx);
 }
 
+/* vda's active commit and vdb's intermediate one (b.2 into b.1), from their
+ * start until both are pending; after becomes the chains after the pivot. */
+static void s_mixed_to_pending(struct fixture *fx, struct tvm *after)
+{
+	vm_commit(after, "vda", 0, 1);
+	vm_commit(after, "vdb", 1, 2);
+	s_begin(fx, "[]");
+	s_commit_start(fx, JV, fx->na_top, fx->na_top, fx->na_base);
+	s_commit_start(fx, JB, fx->nb[0], fx->nb[1], fx->nb[2]);
+	s_pending(fx, JB);
+	s_ready(fx, JV);
+	s_complete(fx, JV);
+	s_pending(fx, JV);
+}
+
 /* vdb: an intermediate commit (b.2 into b.1) completes by itself and is
  * pending before vda's active commit is even ready; only vda is completed. */
 static void test_commit_pending_before_other_ready(void **state)
@@ -1136,15 +1151,7 @@ static void test_commit_pending_before_other_ready(void **state)
 	struct tvm after = fx->vm;
 	char want[1024];
 
-	vm_commit(&after, "vda", 0, 1);
-	vm_commit(&after, "vdb", 1, 2);
-	s_begin(fx, "[]");
-	s_commit_start(fx, JV, fx->na_top, fx->na_top, fx->na_base);
-	s_commit_start(fx, JB, fx->nb[0], fx->nb[1], fx->nb[2]);
-	s_pending(fx, JB);
-	s_ready(fx, JV);
-	s_complete(fx, JV);
-	s_pending(fx, JV);
+	s_mixed_to_pending(fx, &after);
 	s_flush(fx);
 	s_flush(fx);
 	s_finalize_both(fx);
@@ -1188,15 +1195,7 @@ static void test_flush_storage_daemon(void **state)
 	char reopen[1024];
 	int h1, h2;
 
-	vm_commit(&after, "vda", 0, 1);
-	vm_commit(&after, "vdb", 1, 2);
-	s_begin(fx, "[]");
-	s_commit_start(fx, JV, fx->na_top, fx->na_top, fx->na_base);
-	s_commit_start(fx, JB, fx->nb[0], fx->nb[1], fx->nb[2]);
-	s_pending(fx, JB);
-	s_ready(fx, JV);
-	s_complete(fx, JV);
-	s_pending(fx, JV);
+	s_mixed_to_pending(fx, &after);
 	h1 = fq_expect(fx->fq, "human-monitor-command", NULL);
 	h2 = fq_expect(fx->fq, "human-monitor-command", NULL);
 	fq_reply_error_to(fx->fq, h1, "CommandNotFound",
