@@ -113,58 +113,11 @@ struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_erro
 	return tr_new_ex(target, &o, err);
 }
 
-static int cli_ssh_exists(const char *path, void *arg, struct lm_error *err)
-{
-	struct cli_ctx *ctx = arg;
-
-	if (ctx->conn == NULL)
-		return lm_error_set(err, LM_ERR_EOF, "cannot check %s: not connected", path);
-	return tr_ssh_file_exists(qmp_conn_transport(ctx->conn), path, err);
-}
-
-static int cli_ssh_remove(const char *path, void *arg, struct lm_error *err)
-{
-	struct cli_ctx *ctx = arg;
-
-	if (ctx->conn == NULL)
-		return lm_error_set(err, LM_ERR_EOF, "cannot delete %s: not connected", path);
-	return tr_ssh_file_remove(qmp_conn_transport(ctx->conn), path, err);
-}
-
-static long cli_ssh_read_head(const char *path, void *buf, size_t len,
-			      enum merge_file_kind *kind, void *arg, struct lm_error *err)
-{
-	struct cli_ctx *ctx = arg;
-
-	if (ctx->conn == NULL)
-		return lm_error_set(err, LM_ERR_EOF, "cannot read %s: not connected", path);
-	return merge_files_remote_read(qmp_conn_transport(ctx->conn), path, buf, len, kind, err);
-}
-
 const struct merge_fileops *cli_fileops(struct cli_ctx *ctx)
 {
-	static struct merge_fileops ops;
-	static char where[300];
-	struct tr_ssh_target tg;
-	struct lm_error err;
+	static struct merge_target_files files;
 
-	if (ctx->target == NULL || strncmp(ctx->target, "ssh://", 6) != 0)
-		return NULL;
-	if (tr_ssh_target_parse(ctx->target, &tg, &err) == 0) {
-		if (tg.port == 22)
-			snprintf(where, sizeof(where), "%s", tg.host);
-		else
-			snprintf(where, sizeof(where), "[%s]:%d", tg.host, tg.port);
-		tr_ssh_target_clear(&tg);
-	} else {
-		snprintf(where, sizeof(where), "the ssh host");
-	}
-	ops.exists = cli_ssh_exists;
-	ops.remove = cli_ssh_remove;
-	ops.read_head = cli_ssh_read_head;
-	ops.arg = ctx;
-	ops.where = where;
-	return &ops;
+	return merge_files_for_target(&files, ctx->target, &ctx->conn);
 }
 
 int cli_connect(struct cli_ctx *ctx)

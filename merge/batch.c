@@ -12,8 +12,7 @@
 struct bvm {
 	struct merge_batch *b;
 	int idx;
-	struct merge_fileops files; /* ssh: the image files live on that host */
-	char where[300];
+	struct merge_target_files files; /* ssh: the image files live on that host */
 	struct qmp_conn *conn;
 	struct qga *qga;
 	struct merge_journal *journal;
@@ -130,54 +129,6 @@ static void bvm_done(const struct merge_result *r, void *arg)
 	bvm_end(arg, r);
 }
 
-static int bvm_ssh_exists(const char *path, void *arg, struct lm_error *err)
-{
-	struct bvm *v = arg;
-
-	return tr_ssh_file_exists(qmp_conn_transport(v->conn), path, err);
-}
-
-static int bvm_ssh_remove(const char *path, void *arg, struct lm_error *err)
-{
-	struct bvm *v = arg;
-
-	return tr_ssh_file_remove(qmp_conn_transport(v->conn), path, err);
-}
-
-static long bvm_ssh_read_head(const char *path, void *buf, size_t len,
-			      enum merge_file_kind *kind, void *arg, struct lm_error *err)
-{
-	struct bvm *v = arg;
-
-	return merge_files_remote_read(qmp_conn_transport(v->conn), path, buf, len, kind, err);
-}
-
-/* A VM reached over ssh has its image files on that host: check and delete
- * them there, through the monitor's session (SFTP, else exec). */
-static void bvm_remote_files(struct bvm *v, const char *target)
-{
-	struct tr_ssh_target tg;
-	struct lm_error e;
-
-	if (strncmp(target, "ssh://", 6) != 0)
-		return;
-	if (tr_ssh_target_parse(target, &tg, &e) == 0) {
-		if (tg.port == 22)
-			snprintf(v->where, sizeof(v->where), "%s", tg.host);
-		else
-			snprintf(v->where, sizeof(v->where), "[%s]:%d", tg.host, tg.port);
-		tr_ssh_target_clear(&tg);
-	} else {
-		snprintf(v->where, sizeof(v->where), "the ssh host");
-	}
-	v->files.exists = bvm_ssh_exists;
-	v->files.remove = bvm_ssh_remove;
-	v->files.read_head = bvm_ssh_read_head;
-	v->files.arg = v;
-	v->files.where = v->where;
-	v->req.files = &v->files;
-}
-
 static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 {
 	struct bvm *v = arg;
@@ -225,7 +176,8 @@ static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 		}
 		v->req.quiesce = v->qga;
 	}
-	bvm_remote_files(v, vm->target);
+	/* a VM reached over ssh has its image files on that host */
+	v->req.files = merge_files_for_target(&v->files, vm->target, &v->conn);
 	v->g = merge_group_start(c, &v->req, &cbs, v, &e);
 	if (v->g == NULL)
 		bvm_fail(v, e.code == LM_ERR_USAGE ? MERGE_BAD_REQUEST : MERGE_FAILED, &e);

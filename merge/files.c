@@ -4,6 +4,7 @@
  */
 #include "files.h"
 
+#include "../qmp/conn.h"
 #include "../transport/transport.h"
 
 #include <errno.h>
@@ -102,11 +103,44 @@ const struct merge_fileops *merge_files_local(void)
 	return &local;
 }
 
-long merge_files_remote_read(struct tr *t, const char *path, void *buf, size_t len,
-			     enum merge_file_kind *kind, struct lm_error *err)
+/* ---- a remote host's files, through the monitor's ssh session ------------------ */
+
+static struct tr *files_remote_tr(void *arg, const char *what, const char *path,
+				  struct lm_error *err)
 {
+	struct merge_target_files *tf = arg;
+
+	if (*tf->conn == NULL) {
+		lm_error_set(err, LM_ERR_EOF, "cannot %s %s: not connected", what, path);
+		return NULL;
+	}
+	return qmp_conn_transport(*tf->conn);
+}
+
+static int files_remote_exists(const char *path, void *arg, struct lm_error *err)
+{
+	struct tr *t = files_remote_tr(arg, "check", path, err);
+
+	return t == NULL ? -1 : tr_ssh_file_exists(t, path, err);
+}
+
+static int files_remote_remove(const char *path, void *arg, struct lm_error *err)
+{
+	struct tr *t = files_remote_tr(arg, "delete", path, err);
+
+	return t == NULL ? -1 : tr_ssh_file_remove(t, path, err);
+}
+
+static long files_remote_read_head(const char *path, void *buf, size_t len,
+				   enum merge_file_kind *kind, void *arg, struct lm_error *err)
+{
+	struct tr *t = files_remote_tr(arg, "read", path, err);
 	char type = 0;
-	long n = tr_ssh_file_read_head(t, path, buf, len, &type, err);
+	long n;
+
+	if (t == NULL)
+		return -1;
+	n = tr_ssh_file_read_head(t, path, buf, len, &type, err);
 
 	*kind = type == 'r'   ? MERGE_FILE_REGULAR
 		: type == 'b' ? MERGE_FILE_BLOCK
@@ -114,6 +148,33 @@ long merge_files_remote_read(struct tr *t, const char *path, void *buf, size_t l
 		: type == 'o' ? MERGE_FILE_OTHER
 			      : MERGE_FILE_NONE;
 	return n;
+}
+
+const struct merge_fileops *merge_files_for_target(struct merge_target_files *tf,
+						   const char *target,
+						   struct qmp_conn *const *conn)
+{
+	struct tr_ssh_target tg;
+	struct lm_error e;
+
+	if (target == NULL || strncmp(target, "ssh://", 6) != 0)
+		return NULL;
+	if (tr_ssh_target_parse(target, &tg, &e) == 0) {
+		if (tg.port == 22)
+			snprintf(tf->where, sizeof(tf->where), "%s", tg.host);
+		else
+			snprintf(tf->where, sizeof(tf->where), "[%s]:%d", tg.host, tg.port);
+		tr_ssh_target_clear(&tg);
+	} else {
+		snprintf(tf->where, sizeof(tf->where), "the ssh host");
+	}
+	tf->conn = conn;
+	tf->ops.exists = files_remote_exists;
+	tf->ops.remove = files_remote_remove;
+	tf->ops.read_head = files_remote_read_head;
+	tf->ops.arg = tf;
+	tf->ops.where = tf->where;
+	return &tf->ops;
 }
 
 /* ---- image headers ------------------------------------------------------------ */
