@@ -172,10 +172,10 @@ round() {
 	if [[ $moment == after ]]; then
 		lm_wait "$lmpid" 90
 		sleep "$(awk -v ms="$delay" 'BEGIN { printf "%.3f", ms / 1000 }')"
-		dur_kill "$name"
+		dur_end "$name"
 	else
 		sleep "$(awk -v ms="$delay" 'BEGIN { printf "%.3f", ms / 1000 }')"
-		dur_kill "$name"
+		dur_end "$name"
 		lm_wait "$lmpid" 2
 	fi
 	rm -f -- "$T/$name-lm.pid"
