@@ -12,12 +12,12 @@ CFLAGS     ?= -O2 -g
 LM_CFLAGS   = -std=gnu11 -D_GNU_SOURCE $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -DLM_VERSION='"$(VERSION)"'
 LM_LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev
 
-LIB_SRCS   := $(wildcard common/*.c qmp/*.c transport/*.c merge/*.c)
+LIB_SRCS   := $(wildcard common/*.c qmp/*.c transport/*.c host/*.c merge/*.c)
 CLI_SRCS   := $(wildcard cli/*.c)
 TEST_SRCS  := $(wildcard tests/test-*.c)
 TEST_HELP  := $(filter-out $(TEST_SRCS),$(wildcard tests/*.c))
 FUZZ_SRCS  := $(wildcard fuzz/fuzz-*.c)
-HEADERS    := $(wildcard common/*.h qmp/*.h transport/*.h merge/*.h)
+HEADERS    := $(wildcard common/*.h qmp/*.h transport/*.h host/*.h merge/*.h)
 PUB_HEADERS := $(filter-out %-int.h,$(HEADERS)) # *-int.h: a module's insides, not installed
 
 LIB_OBJS   := $(LIB_SRCS:%.c=$(BUILD)/%.o)

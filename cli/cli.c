@@ -99,7 +99,8 @@ int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err)
 	return 0;
 }
 
-struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err)
+/* The ssh options of the command line, for transports and hosts. */
+static struct tr_opts cli_tr_opts(const struct cli_ctx *ctx)
 {
 	struct tr_opts o = {
 		.loop = ctx->loop,
@@ -110,14 +111,34 @@ struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_erro
 		.timeout = ctx->ssh_timeout,
 	};
 
+	return o;
+}
+
+struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err)
+{
+	struct tr_opts o = cli_tr_opts(ctx);
+
 	return tr_new_ex(target, &o, err);
+}
+
+struct host *cli_host(struct cli_ctx *ctx)
+{
+	struct tr_opts o = cli_tr_opts(ctx);
+	struct lm_error err;
+
+	if (ctx->host == NULL && (ctx->host = host_new(ctx->target, &o, &err)) == NULL) {
+		/* never this machine's files in place of the VM host's */
+		cli_error(EXIT_CONNECT, "%s", err.msg);
+		exit(EXIT_CONNECT);
+	}
+	return ctx->host;
 }
 
 const struct merge_fileops *cli_fileops(struct cli_ctx *ctx)
 {
-	static struct merge_target_files files;
+	static struct merge_host_files files;
 
-	return merge_files_for_target(&files, ctx->target, &ctx->conn);
+	return merge_files_on_host(&files, cli_host(ctx));
 }
 
 int cli_connect(struct cli_ctx *ctx)

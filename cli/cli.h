@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "../common/lm-error.h"
+#include "../host/host.h"
 #include "../merge/recover.h"
 #include "../qmp/conn.h"
 #include "escape.h"
@@ -43,6 +44,7 @@ struct cli_ctx {
 	const char *known_hosts; /* --known-hosts, NULL: ~/.ssh/known_hosts */
 	int accept_new_hostkey;  /* --accept-new-host-key */
 	double ssh_timeout;      /* --ssh-timeout, 0: the transport's default */
+	struct host *host;       /* the VM's host (cli_host), made when first needed */
 };
 
 struct cmd_entry {
@@ -84,6 +86,8 @@ struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_erro
 /* How the engine reaches the VM's image files: for an ssh:// target over
  * the monitor's session (SFTP, else exec; ctx->conn at the time of each call),
  * else NULL (this host's filesystem). Points to static storage. */
+/* The VM's host (made at the first call; exits 3 if it cannot be). */
+struct host *cli_host(struct cli_ctx *ctx);
 const struct merge_fileops *cli_fileops(struct cli_ctx *ctx);
 
 /* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */

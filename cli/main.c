@@ -150,6 +150,7 @@ int main(int argc, char **argv)
 			vargv[k++] = argv[j];
 		ctx.loop = EV_DEFAULT;
 		r = cmd->exec(&ctx, vargc, vargv);
+		host_free(ctx.host);
 		qmp_conn_free(ctx.conn);
 		free(vargv);
 		fflush(stdout);

@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/host.h"
 #include "journal.h"
 
 struct bvm {
 	struct merge_batch *b;
 	int idx;
-	struct merge_target_files files; /* ssh: the image files live on that host */
+	struct host *host;               /* where its image files are */
+	struct merge_host_files files;
 	struct qmp_conn *conn;
 	struct qga *qga;
 	struct merge_journal *journal;
@@ -37,8 +39,8 @@ struct merge_batch {
 
 static void batch_fill(struct merge_batch *b);
 
-/* A transport for target; VMs on one ssh host share its session. */
-static struct tr *batch_transport(struct merge_batch *b, const char *target, struct lm_error *err)
+/* The ssh options of the batch. */
+static struct tr_opts batch_tr_opts(const struct merge_batch *b)
 {
 	struct tr_opts o = { 0 };
 
@@ -47,7 +49,23 @@ static struct tr *batch_transport(struct merge_batch *b, const char *target, str
 	o.loop = b->loop;
 	if (o.timeout <= 0)
 		o.timeout = b->o.timeout;
+	return o;
+}
+
+/* A transport for target; VMs on one ssh host share its session. */
+static struct tr *batch_transport(struct merge_batch *b, const char *target, struct lm_error *err)
+{
+	struct tr_opts o = batch_tr_opts(b);
+
 	return tr_new_ex(target, &o, err);
+}
+
+/* The host of the VM at target (its image files are there). */
+static struct host *batch_host(struct merge_batch *b, const char *target, struct lm_error *err)
+{
+	struct tr_opts o = batch_tr_opts(b);
+
+	return host_new(target, &o, err);
 }
 
 static void bvm_release(struct bvm *v)
@@ -58,6 +76,8 @@ static void bvm_release(struct bvm *v)
 	v->qga = NULL;
 	qmp_conn_free(v->conn);
 	v->conn = NULL;
+	host_free(v->host);
+	v->host = NULL;
 	merge_journal_close(v->journal);
 	v->journal = NULL;
 }
@@ -177,7 +197,11 @@ static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 		v->req.quiesce = v->qga;
 	}
 	/* a VM reached over ssh has its image files on that host */
-	v->req.files = merge_files_for_target(&v->files, vm->target, &v->conn);
+	if (v->host == NULL && (v->host = batch_host(b, vm->target, &e)) == NULL) {
+		bvm_fail(v, MERGE_CONN_FAILED, &e);
+		return;
+	}
+	v->req.files = merge_files_on_host(&v->files, v->host);
 	v->g = merge_group_start(c, &v->req, &cbs, v, &e);
 	if (v->g == NULL)
 		bvm_fail(v, e.code == LM_ERR_USAGE ? MERGE_BAD_REQUEST : MERGE_FAILED, &e);

@@ -4,8 +4,7 @@
  */
 #include "files.h"
 
-#include "../qmp/conn.h"
-#include "../transport/transport.h"
+#include "../host/host.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -103,78 +102,57 @@ const struct merge_fileops *merge_files_local(void)
 	return &local;
 }
 
-/* ---- a remote host's files, through the monitor's ssh session ------------------ */
+/* ---- another host's files (host/) --------------------------------------------- */
 
-static struct tr *files_remote_tr(void *arg, const char *what, const char *path,
-				  struct lm_error *err)
+static enum merge_file_kind files_host_kind(enum host_file_kind k)
 {
-	struct merge_target_files *tf = arg;
-
-	if (*tf->conn == NULL) {
-		lm_error_set(err, LM_ERR_EOF, "cannot %s %s: not connected", what, path);
-		return NULL;
-	}
-	return qmp_conn_transport(*tf->conn);
+	return k == HOST_FILE_REGULAR	? MERGE_FILE_REGULAR
+	       : k == HOST_FILE_BLOCK	? MERGE_FILE_BLOCK
+	       : k == HOST_FILE_SYMLINK ? MERGE_FILE_SYMLINK
+	       : k == HOST_FILE_OTHER	? MERGE_FILE_OTHER
+					: MERGE_FILE_NONE;
 }
 
-static int files_remote_exists(const char *path, void *arg, struct lm_error *err)
+static int files_host_exists(const char *path, void *arg, struct lm_error *err)
 {
-	struct tr *t = files_remote_tr(arg, "check", path, err);
+	struct merge_host_files *hf = arg;
+	enum host_file_kind k;
+	char b[1];
 
-	return t == NULL ? -1 : tr_ssh_file_exists(t, path, err);
-}
-
-static int files_remote_remove(const char *path, void *arg, struct lm_error *err)
-{
-	struct tr *t = files_remote_tr(arg, "delete", path, err);
-
-	return t == NULL ? -1 : tr_ssh_file_remove(t, path, err);
-}
-
-static long files_remote_read_head(const char *path, void *buf, size_t len,
-				   enum merge_file_kind *kind, void *arg, struct lm_error *err)
-{
-	struct tr *t = files_remote_tr(arg, "read", path, err);
-	char type = 0;
-	long n;
-
-	if (t == NULL)
+	if (host_look_wait(hf->h, path, b, 0, &k, err) < 0)
 		return -1;
-	n = tr_ssh_file_read_head(t, path, buf, len, &type, err);
+	return k != HOST_FILE_NONE;
+}
 
-	*kind = type == 'r'   ? MERGE_FILE_REGULAR
-		: type == 'b' ? MERGE_FILE_BLOCK
-		: type == 'l' ? MERGE_FILE_SYMLINK
-		: type == 'o' ? MERGE_FILE_OTHER
-			      : MERGE_FILE_NONE;
+static int files_host_remove(const char *path, void *arg, struct lm_error *err)
+{
+	struct merge_host_files *hf = arg;
+
+	return host_remove_wait(hf->h, path, err);
+}
+
+static long files_host_read_head(const char *path, void *buf, size_t len,
+				 enum merge_file_kind *kind, void *arg, struct lm_error *err)
+{
+	struct merge_host_files *hf = arg;
+	enum host_file_kind k = HOST_FILE_NONE;
+	long n = host_look_wait(hf->h, path, buf, len, &k, err);
+
+	*kind = files_host_kind(k);
 	return n;
 }
 
-const struct merge_fileops *merge_files_for_target(struct merge_target_files *tf,
-						   const char *target,
-						   struct qmp_conn *const *conn)
+const struct merge_fileops *merge_files_on_host(struct merge_host_files *hf, struct host *h)
 {
-	struct tr_ssh_target tg;
-	struct lm_error e;
-
-	if (target == NULL || strncmp(target, "ssh://", 6) != 0)
-		return NULL;
-	if (tr_ssh_target_parse(target, &tg, &e) == 0) {
-		if (tg.port == 22)
-			snprintf(tf->where, sizeof(tf->where), "%s", tg.host);
-		else
-			snprintf(tf->where, sizeof(tf->where), "[%s]:%d", tg.host, tg.port);
-		tr_ssh_target_clear(&tg);
-	} else {
-		snprintf(tf->where, sizeof(tf->where), "the ssh host");
-	}
-	tf->conn = conn;
-	tf->ops.exists = files_remote_exists;
-	tf->ops.remove = files_remote_remove;
-	tf->ops.read_head = files_remote_read_head;
-	tf->ops.arg = tf;
-	tf->ops.where = tf->where;
-	return &tf->ops;
+	if (h == NULL || host_where(h) == NULL)
+		return NULL; /* this machine: the engine's default */
+	hf->h = h;
+	hf->ops.exists = files_host_exists;
+	hf->ops.remove = files_host_remove;
+	hf->ops.read_head = files_host_read_head;
+	hf->ops.arg = hf;
+	hf->ops.where = host_where(h);
+	return &hf->ops;
 }
 
 /* ---- image headers ------------------------------------------------------------ */

@@ -48,23 +48,15 @@ struct merge_fileops {
 /* This host's files: lstat, unlink, open(O_NOFOLLOW) + pread. Static; never NULL. */
 const struct merge_fileops *merge_files_local(void);
 
-/* The image files of a VM, where they are (cli/ and batch choose by target). */
-struct qmp_conn;
-struct merge_target_files {
+/* The image files of a VM on host (host/host.h): NULL for this machine
+ * (the engine's default), else ops reading them there. hf is the
+ * caller's and must outlive the returned ops. */
+struct host;
+struct merge_host_files {
 	struct merge_fileops ops;
-	struct qmp_conn *const *conn; /* read at each call: a reconnect replaces it */
-	char where[300];
+	struct host *h;
 };
-
-/*
- * The files of the VM whose monitor is reached at target: for an ssh://
- * target, those on that host, through the session of *conn (SFTP, else an
- * exec channel); NULL for any other target (this host's files, the
- * engine's default). tf is the caller's and must outlive the returned ops.
- */
-const struct merge_fileops *merge_files_for_target(struct merge_target_files *tf,
-						   const char *target,
-						   struct qmp_conn *const *conn);
+const struct merge_fileops *merge_files_on_host(struct merge_host_files *hf, struct host *h);
 
 /* How many bytes of an image's start merge_image_parse wants to see. */
 #define MERGE_IMAGE_HEAD 65536

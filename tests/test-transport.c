@@ -526,11 +526,16 @@ static void test_new_fd(void **state)
 	assert_string_equal(t->desc, "pair");
 	assert_int_equal(tr_fd(t), sv[0]);
 	assert_int_equal(tr_connect(t, &err), 0);
-	/* remote files need an ssh:// transport */
-	assert_int_equal(tr_ssh_file_exists(t, "/x", &err), -1);
-	assert_int_equal(err.code, LM_ERR_USAGE);
-	assert_int_equal(tr_ssh_file_remove(t, "/x", &err), -1);
-	assert_int_equal(err.code, LM_ERR_USAGE);
+	/* the ssh-only accessors refuse another transport */
+	assert_string_equal(tr_ssh_exec_stderr(t), "");
+	{
+		char type = 'x';
+		size_t len = 7;
+
+		assert_null(tr_ssh_sftp_result(t, &type, &len));
+		assert_int_equal(type, 0);
+		assert_int_equal(len, 0);
+	}
 	converse(t, sv[1]);
 	tr_free(t); /* closes sv[0] */
 	assert_int_equal(fcntl(sv[0], F_GETFD), -1);

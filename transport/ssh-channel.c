@@ -4,7 +4,8 @@
  * Writes go to the channel's buffer and the session's pump sends them;
  * reads take what libssh2 queued for the channel. How a channel is opened
  * is its kind's (struct ssh_chan_kind): a unix socket on the host
- * (transport/ssh-streamlocal.c) today.
+ * (transport/ssh-streamlocal.c), a command run by the host's shell
+ * (transport/ssh-exec.c), or an SFTP exchange (transport/ssh-sftp.c).
  */
 #include "ssh-int.h"
 
@@ -45,6 +46,7 @@ void ssh_chan_free_mem(struct tr_ssh *c)
 	if (c->s != NULL)
 		ev_timer_stop(c->s->loop, &c->timer);
 	free(c->out);
+	free(c->jbuf);
 	free(c->path);
 	free(c->base.desc);
 	free(c);
@@ -92,6 +94,9 @@ static void chan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (s->state != SESS_READY)
 		ssh_sess_fail(s, LM_ERR_TIMEOUT, "no answer from %s within %g s while %s",
 			      s->khname, s->timeout, ssh_sess_stage(s));
+	else if (c->kind == &ssh_sftp_job)
+		ssh_chan_failf(c, LM_ERR_TIMEOUT, "no answer from the sftp subsystem of %s "
+			       "within %g s about %s", s->khname, s->timeout, c->path);
 	else
 		ssh_chan_failf(c, LM_ERR_TIMEOUT, "sshd on %s did not open the channel within %g s",
 			       s->khname, s->timeout);
@@ -127,7 +132,7 @@ static int chan_connect(struct tr *t, struct lm_error *err)
 		ssh_pump(s);
 	if (c->failed)
 		return chan_error(c, err);
-	return c->state == CHAN_OPEN ? 0 : 1;
+	return c->state == CHAN_OPEN || c->job_done ? 0 : 1;
 }
 
 static ssize_t chan_read(struct tr *t, char *buf, size_t len, struct lm_error *err)
@@ -143,6 +148,8 @@ static ssize_t chan_read(struct tr *t, char *buf, size_t len, struct lm_error *e
 		return TR_AGAIN;
 	if (c->eof_seen)
 		return 0;
+	if (c->kind->side_read != NULL)
+		c->kind->side_read(c);
 	if (!ssh_sess_may_send(s, BUSY_READ, c) && ssh_chan_read_adjusts(c, len)) {
 		ssh_pump(s);
 		return c->failed ? chan_read(t, buf, len, err) : TR_AGAIN;
@@ -156,8 +163,11 @@ static ssize_t chan_read(struct tr *t, char *buf, size_t len, struct lm_error *e
 		else
 			ssh_chan_failf(c, LM_ERR_IO, "read failed: %s", ssh_sess_errmsg(s));
 	}
-	if (n == 0)
+	if (n == 0) {
 		c->eof_seen = 1;
+		if (c->kind->side_read != NULL)
+			c->kind->side_read(c); /* all of it is queued by now */
+	}
 	ssh_pump(s);
 	if (n >= 0)
 		return n;
@@ -266,8 +276,10 @@ const struct tr_ops ssh_chan_ops = {
 
 /* ------------------------------------------------------------ making one */
 
-struct tr *tr_ssh_new(const char *target, const char *rest, const struct tr_opts *opts,
-		      struct lm_error *err)
+/* A channel of kind on the session of target's host (made, unconnected, if
+ * the loop has none), held by its user; path: the kind's own string. */
+struct tr_ssh *ssh_chan_make(const char *target, const struct tr_opts *opts,
+			     const struct ssh_chan_kind *kind, const char *path, struct lm_error *err)
 {
 	struct tr_ssh_target tg;
 	struct ssh_sess *s;
@@ -275,7 +287,6 @@ struct tr *tr_ssh_new(const char *target, const char *rest, const struct tr_opts
 	const char *user;
 	struct passwd *pw;
 
-	(void)rest; /* the whole target is parsed */
 	if (tr_ssh_target_parse(target, &tg, err) < 0)
 		return NULL;
 	if (opts == NULL || opts->loop == NULL) {
@@ -298,7 +309,7 @@ struct tr *tr_ssh_new(const char *target, const char *rest, const struct tr_opts
 	s = ssh_sess_find(opts->loop, &tg, user);
 	c = calloc(1, sizeof(*c));
 	if (c == NULL || (c->base.desc = strdup(target)) == NULL ||
-	    (c->path = strdup(tg.path)) == NULL ||
+	    (c->path = strdup(path != NULL ? path : tg.path)) == NULL ||
 	    (s == NULL && (s = ssh_sess_new(opts->loop, &tg, user, opts)) == NULL)) {
 		if (c != NULL) {
 			free(c->path);
@@ -311,12 +322,22 @@ struct tr *tr_ssh_new(const char *target, const char *rest, const struct tr_opts
 	}
 	tr_ssh_target_clear(&tg);
 	c->base.ops = &ssh_chan_ops;
-	c->kind = &ssh_streamlocal;
+	c->kind = kind;
 	c->s = s;
 	c->attached = 1;
 	c->state = CHAN_NEW;
 	ev_init(&c->timer, chan_timer_cb);
 	c->timer.data = c;
 	ssh_sess_attach(s, c);
-	return &c->base;
+	return c;
+}
+
+struct tr *tr_ssh_new(const char *target, const char *rest, const struct tr_opts *opts,
+		      struct lm_error *err)
+{
+	struct tr_ssh *c;
+
+	(void)rest; /* the whole target is parsed */
+	c = ssh_chan_make(target, opts, &ssh_streamlocal, NULL, err);
+	return c != NULL ? &c->base : NULL;
 }

@@ -16,7 +16,8 @@
  *   ssh-knownhosts.c   the host key against known_hosts
  *   ssh-auth.c         public key authentication (ssh-agent, then files)
  *   ssh-keys.c         the private key files to try, and what each is
- *   ssh-sftp.c         files on the host, over SFTP (tr_ssh_file_*)
+ *   ssh-exec.c         the kind of channel that runs a command on the host
+ *   ssh-sftp.c         the kind that is one SFTP exchange about a file
  *
  * Names: static functions carry the prefix of what they act on (sess_,
  * chan_, hostkey_, key_, sftp_); the functions declared here add ssh_ in
@@ -67,6 +68,9 @@ struct tr_ssh;
  */
 struct ssh_chan_kind {
 	int (*open_step)(struct tr_ssh *c);
+	/* NULL, or take what else the channel carries (an exec's stderr)
+	 * before each read of the stream and once at its end */
+	void (*side_read)(struct tr_ssh *c);
 };
 
 /* One channel: the ssh:// transport a user holds. */
@@ -94,6 +98,20 @@ struct tr_ssh {
 	enum probe_step probe;
 	enum probe_found found;
 	LIBSSH2_SFTP *sftp;
+	/* an exec channel (ssh-exec.c): the last bytes of its stderr */
+	int exec_started;
+	char errtail[512];
+	size_t errlen;
+	/* an SFTP exchange (ssh-sftp.c), run whole as the channel's open */
+	enum tr_sftp_job job;
+	int job_step;
+	int job_done; /* ended: connect() returns 0 */
+	struct lm_error job_err;
+	int job_failed;
+	LIBSSH2_SFTP_HANDLE *fh;
+	unsigned char *jbuf;
+	size_t jlen, jgot;
+	char jtype;
 };
 
 /* One SSH session, shared by the channels to one (loop, user, host, port). */
@@ -229,7 +247,18 @@ int ssh_chan_read_adjusts(struct tr_ssh *c, size_t len);
 /* Free c's memory (not its libssh2 channel). */
 void ssh_chan_free_mem(struct tr_ssh *c);
 
+/* A channel of kind on the session of target's host (made, unconnected, if
+ * the loop has none), held by its user; path: the kind's own string (NULL:
+ * the target's path). NULL with err. */
+struct tr_ssh *ssh_chan_make(const char *target, const struct tr_opts *opts,
+			     const struct ssh_chan_kind *kind, const char *path,
+			     struct lm_error *err);
+
 /* ssh-streamlocal.c: to a unix socket on the host (c->path) */
 extern const struct ssh_chan_kind ssh_streamlocal;
+/* ssh-exec.c: a command (c->path) run by the host's shell */
+extern const struct ssh_chan_kind ssh_exec;
+/* ssh-sftp.c: one SFTP exchange about the file c->path */
+extern const struct ssh_chan_kind ssh_sftp_job;
 
 #endif

@@ -172,6 +172,7 @@ void ssh_sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, .
 			ssh_chan_fail(c, &e);
 		}
 		c->sftp = NULL; /* freed with the session's channels */
+		c->fh = NULL;
 		c->state = CHAN_DONE;
 	}
 	s->kick = 1;

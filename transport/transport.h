@@ -97,26 +97,38 @@ int tr_ssh_target_parse(const char *target, struct tr_ssh_target *out, struct lm
 void tr_ssh_target_clear(struct tr_ssh_target *tg);
 
 /*
- * Files on the host of a connected ssh:// transport t, over SFTP on t's
- * session (the paths are that host's): tr_ssh_file_exists 1 exists (lstat:
- * a dangling symlink counts), 0 does not, -1 error; tr_ssh_file_remove 0
- * removed or already gone, -1 error. Each is a short blocking exchange
- * bounded by the session timeout, like agent authentication: what the
- * session has half sent (or a channel open it awaits) is finished first,
- * or the call refuses (TIMEOUT, nothing sent); no other channel of the
- * session moves meanwhile, and those with data read in the meantime are
- * woken afterwards. A peer that stops answering mid-exchange fails the
- * whole session (TIMEOUT). Meant for before a merge starts and after it
- * ends, not while jobs are watched. Not an ssh:// transport: -1, USAGE.
+ * Work on the host of an ssh:// target, each on a channel of its own of the
+ * session that target's transports share (made if the loop has none:
+ * connected and authenticated as tr_new_ex's; opts as there). Each is a
+ * transport like the others, on the loop, never blocking: drive it with
+ * tr_connect until 0 (its fd, want and wake as for any), read it, tr_free it.
  */
-int tr_ssh_file_exists(struct tr *t, const char *path, struct lm_error *err);
-int tr_ssh_file_remove(struct tr *t, const char *path, struct lm_error *err);
-/* The same exchange: what path is (*type: 'r' regular, 'b' block device,
- * 'l' symlink, 'o' other, 0 missing; lstat, never following a final
- * symlink) and, for 'r' and 'b', up to len of its first bytes into buf.
- * The count read, or -1 (err). */
-long tr_ssh_file_read_head(struct tr *t, const char *path, void *buf, size_t len, char *type,
+
+/* A command run by the host's login shell (an exec channel; cmd is shell
+ * text, quote it). tr_read gives its stdout; nothing is written to its
+ * stdin, which stays open until tr_free (the command may take that end as
+ * its sign to stop). tr_connect fails UNSUPPORTED when sshd refuses to run
+ * commands. */
+struct tr *tr_ssh_exec_new(const char *target, const struct tr_opts *opts, const char *cmd,
 			   struct lm_error *err);
+/* The last bytes (at most 511) the command wrote to stderr so far; raw
+ * bytes from the host, NUL-terminated; "" for another transport. */
+const char *tr_ssh_exec_stderr(struct tr *t);
+
+/* One SFTP exchange about path on the host: TR_SFTP_LOOK: what it is
+ * (lstat: a final symlink is not followed) and, for a regular file or a
+ * block device, its first len bytes; TR_SFTP_REMOVE: unlink it. tr_connect
+ * returns 0 once it has ended (then tr_ssh_sftp_result), 1 while it runs,
+ * -1 failed: UNSUPPORTED when the host has no sftp subsystem (the session
+ * remembers: later ones fail at once), IO when the host refused (e.g.
+ * permission denied), TIMEOUT, EOF. Nothing is ever read from it. */
+enum tr_sftp_job { TR_SFTP_LOOK, TR_SFTP_REMOVE };
+struct tr *tr_ssh_sftp_new(const char *target, const struct tr_opts *opts, enum tr_sftp_job job,
+			   const char *path, size_t len, struct lm_error *err);
+/* After tr_connect returned 0: *type is 'r' regular, 'b' block device, 'l'
+ * symlink, 'o' other, 0 missing (a removal: removed, or already gone); the
+ * bytes read (borrowed until tr_free), *len of them. */
+const void *tr_ssh_sftp_result(struct tr *t, char *type, size_t *len);
 
 /* A transport over an fd already connected (tests, socketpair). Takes fd. */
 struct tr *tr_new_fd(int fd, const char *desc, struct lm_error *err);
