@@ -15,12 +15,25 @@ const struct cmd_entry cmd_chain_entry = {
 	.args_usage = "[DISK...]",
 	.summary = "show each disk's live backing chain",
 	.help = "\nShows each disk's backing chain as QEMU has it open, active layer first, one\n"
-		"layer a line: node name, file, format, virtual size. With no DISK, all disks.\n"
-		"DISK is the device id (vda), the qdev path, the block-backend name, or the\n"
-		"node name of the disk's active layer.\n"
+		"layer a line: node name, file, format, virtual size, then what holds the layer\n"
+		"(file or block device), its size and how much of it QEMU has written. With no\n"
+		"DISK, all disks. DISK is the device id (vda), the qdev path, the block-backend\n"
+		"name, or the node name of the disk's active layer.\n"
 		"--json: one object per disk and line: {\"disk\",\"device\",\"qdev\",\"node-name\",\n"
 		"\"chain\":[{\"node-name\",\"filename\",\"format\",\"virtual-size\",\n"
-		"\"backing-filename\"},...]} (layer fields as in qemu-img info).\n"
+		"\"backing-filename\",\"type\",\"size\",\"allocated\"},...]} (the first five as in\n"
+		"qemu-img info). Of the layer's protocol node (the file or device under its\n"
+		"format, or the layer itself when it has no format node):\n"
+		"  type       \"file\" (driver file), \"block\" (driver host_device), else the\n"
+		"             driver's name (nbd ...)\n"
+		"  size       its length in bytes as QEMU knows it: a file's length (QEMU's own\n"
+		"             writes grow it); a device's size when QEMU opened it (QEMU does not\n"
+		"             see a device grown underneath)\n"
+		"  allocated  the offset just past the highest byte QEMU has written to it since\n"
+		"             it opened it (query-blockstats wr_highest_offset): for a qcow2 layer\n"
+		"             that QEMU grew, the image's end, what the device must hold; 0 until\n"
+		"             QEMU writes there (an image written before is not counted)\n"
+		"Each of these three is left out when QEMU does not tell it.\n"
 		"Exit: 0 ok, 2 unknown disk, 3 cannot connect or protocol failure.\n",
 	.needs_conn = 1,
 	.exec = cmd_chain_exec,
@@ -77,10 +90,20 @@ static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 		const struct merge_layer *l = &d->layers[i];
 		char size[32];
 
+		char holder[128], hsize[32], alloc[32];
+		const char *type = merge_layer_type(l);
+
 		cmd_chain_size(l->virtual_size, size, sizeof(size));
-		cli_line(stdout, "  %-8s %-20s %s  %s  %s",
+		cmd_chain_size(l->size, hsize, sizeof(hsize));
+		cmd_chain_size(l->allocated, alloc, sizeof(alloc));
+		snprintf(holder, sizeof(holder), "%s%s%s%s%s", type ? type : "",
+			 type && l->size >= 0 ? " " : "", l->size >= 0 ? hsize : "",
+			 l->allocated >= 0 ? (type || l->size >= 0 ? ", allocated " : "allocated ") : "",
+			 l->allocated >= 0 ? alloc : "");
+		cli_line(stdout, "  %-8s %-20s %s  %s  %s%s%s",
 		       i == 0 ? "active" : i == d->nlayers - 1 ? "base" : "",
-		       l->node_name ? l->node_name : "-", l->filename, l->format, size);
+		       l->node_name ? l->node_name : "-", l->filename, l->format, size,
+		       holder[0] ? "  " : "", holder);
 	}
 }
 
@@ -112,7 +135,7 @@ static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
 		}
 		json_object_put(jobs);
 	}
-	if (merge_chains_fetch(ctx->conn, cmd_chain_cb, &w, &err) < 0)
+	if (merge_chains_fetch_usage(ctx->conn, cmd_chain_cb, &w, &err) < 0)
 		return cli_report(&err);
 	while (!w.done)
 		ev_run(ctx->loop, EVRUN_ONCE);

@@ -211,6 +211,47 @@ static int layer_fill(struct merge_layer *l, json_object *node, const char *node
 	return 0;
 }
 
+/*
+ * The named-node entry of what holds layer l (node: the layer's own entry):
+ * the layer itself when it is a protocol node, else its file child, told by
+ * the graph or else the one protocol node that has the same file open.
+ * NULL when QEMU does not tell.
+ */
+static json_object *protocol_node(struct decode *d, json_object *node, const struct merge_layer *l)
+{
+	const char *drv = jstr(node, "drv");
+	json_object *found = NULL;
+	size_t i, n = json_object_array_length(d->nodes);
+
+	if (drv != NULL && is_protocol_driver(drv))
+		return node;
+	if (l->file_node != NULL)
+		return named_node(d, l->file_node);
+	for (i = 0; i < n; i++) {
+		json_object *o = json_object_array_get_idx(d->nodes, i);
+		const char *f = jstr(o, "file"), *pdrv = jstr(o, "drv");
+
+		if (f == NULL || pdrv == NULL || !is_protocol_driver(pdrv) ||
+		    strcmp(f, l->filename) != 0)
+			continue;
+		if (found != NULL)
+			return NULL; /* the same file open twice: cannot tell which */
+		found = o;
+	}
+	return found;
+}
+
+static int layer_fill_protocol(struct decode *d, struct merge_layer *l, json_object *node)
+{
+	json_object *p = protocol_node(d, node, l);
+	const char *drv = jstr(p, "drv");
+
+	l->size = jint(jobj(p, "image", json_type_object), "virtual-size", -1);
+	if (drv != NULL && (l->protocol = strdup(drv)) == NULL)
+		return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
+	return 0;
+}
+
 static int disk_build_chain(struct decode *d, struct merge_disk *disk, const char *top)
 {
 	const char *cur = top;
@@ -238,6 +279,7 @@ static int disk_build_chain(struct decode *d, struct merge_disk *disk, const cha
 		}
 		l = &disk->layers[disk->nlayers++];
 		memset(l, 0, sizeof(*l));
+		l->size = l->allocated = -1;
 		if (layer_fill(l, node, cur) < 0)
 			return lm_error_set(d->err, LM_ERR_PROTO,
 					    "image of node '%s' lacks filename or format", cur);
@@ -248,6 +290,8 @@ static int disk_build_chain(struct decode *d, struct merge_disk *disk, const cha
 			if (f != NULL && (l->file_node = strdup(f->name)) == NULL)
 				return lm_error_set(d->err, LM_ERR_NOMEM, "out of memory");
 		}
+		if (layer_fill_protocol(d, l, node) < 0)
+			return -1;
 		if (backing == NULL)
 			break;
 		/* the node of the next layer down */
@@ -435,6 +479,7 @@ static void disk_clear(struct merge_disk *d)
 		free(d->layers[j].format);
 		free(d->layers[j].backing_filename);
 		free(d->layers[j].detect_zeroes);
+		free(d->layers[j].protocol);
 	}
 	free(d->layers);
 	free(d->name);
@@ -494,6 +539,35 @@ void merge_chains_free(struct merge_chains *ch)
 	free(ch->nodes);
 	free(ch->disks);
 	free(ch);
+}
+
+int merge_chains_add_stats(struct merge_chains *ch, json_object *stats, struct lm_error *err)
+{
+	size_t i, n;
+	int k, j;
+
+	if (!json_object_is_type(stats, json_type_array))
+		return lm_error_set(err, LM_ERR_PROTO, "block statistics are not an array");
+	n = json_object_array_length(stats);
+	for (k = 0; k < ch->ndisks; k++) {
+		for (j = 0; j < ch->disks[k].nlayers; j++) {
+			struct merge_layer *l = &ch->disks[k].layers[j];
+
+			for (i = 0; i < n && l->node_name != NULL; i++) {
+				json_object *e = json_object_array_get_idx(stats, i);
+				json_object *child = jobj(e, "parent", json_type_object);
+				const char *nn = jstr(e, "node-name");
+
+				if (nn == NULL || strcmp(nn, l->node_name) != 0)
+					continue;
+				/* a format node's writes land in its protocol child */
+				l->allocated = jint(jobj(child ? child : e, "stats", json_type_object),
+						    "wr_highest_offset", -1);
+				break;
+			}
+		}
+	}
+	return 0;
 }
 
 int merge_chains_has_node(const struct merge_chains *ch, const char *node)
@@ -562,6 +636,15 @@ int merge_disk_find_layer(const struct merge_disk *d, const char *layer)
 	return -1;
 }
 
+const char *merge_layer_type(const struct merge_layer *l)
+{
+	if (l->protocol == NULL)
+		return NULL;
+	if (strcmp(l->protocol, "host_device") == 0)
+		return "block";
+	return l->protocol; /* "file", or nbd, rbd ... as QEMU names them */
+}
+
 static void add_str(json_object *o, const char *key, const char *val)
 {
 	if (val != NULL)
@@ -594,6 +677,11 @@ json_object *merge_disk_to_json(const struct merge_disk *d)
 		add_str(lo, "format", l->format);
 		json_object_object_add(lo, "virtual-size", json_object_new_int64(l->virtual_size));
 		add_str(lo, "backing-filename", l->backing_filename);
+		add_str(lo, "type", merge_layer_type(l));
+		if (l->size >= 0)
+			json_object_object_add(lo, "size", json_object_new_int64(l->size));
+		if (l->allocated >= 0)
+			json_object_object_add(lo, "allocated", json_object_new_int64(l->allocated));
 		json_object_array_add(arr, lo);
 	}
 	json_object_object_add(o, "chain", arr);

@@ -26,6 +26,20 @@ struct merge_layer {
 	/* its open options as QEMU reports them, for a reopen that keeps them */
 	int cache_direct, cache_no_flush;
 	char *detect_zeroes; /* "off", "on", "unmap"; NULL if not reported */
+	/*
+	 * What holds the layer: its protocol node (the file child of a format
+	 * node, or the layer itself when it has no format node above it).
+	 * protocol is that node's driver ("file", "host_device", ...; NULL if
+	 * QEMU does not tell which node it is); size its length as QEMU knows
+	 * it (-1 unknown): a file's length, grown by QEMU's own writes, or a
+	 * device's size when QEMU opened it (QEMU 7.2 and 10.0 do not notice a
+	 * device grown underneath). allocated: the offset just past the highest
+	 * byte QEMU has written to that node since it opened it (query-blockstats'
+	 * wr_highest_offset; 0 if nothing yet), -1 when not asked for.
+	 */
+	char *protocol;
+	int64_t size;
+	int64_t allocated;
 };
 
 struct merge_disk {
@@ -70,6 +84,15 @@ void merge_chains_free(struct merge_chains *ch);
  */
 int merge_chains_name_exports(struct merge_chains *ch, json_object *exports);
 
+/*
+ * Fill each layer's allocated from query-blockstats' return value with
+ * query-nodes=true (borrowed): the stats of the layer's node name, those of
+ * its protocol child ("parent" in QEMU's words) when it has one. Layers
+ * without a node name, or whose node the stats do not list, stay at -1.
+ * 0, or -1 with err filled (PROTO) when stats is not an array.
+ */
+int merge_chains_add_stats(struct merge_chains *ch, json_object *stats, struct lm_error *err);
+
 /* The disk named by the user: qdev id, qdev path, block-backend name or
  * the node name of its active layer. Borrowed; NULL if none matches. */
 struct merge_disk *merge_chains_find(const struct merge_chains *ch, const char *name);
@@ -83,7 +106,14 @@ struct merge_disk *merge_chains_find_files(const struct merge_chains *ch, const 
 /* The layer of disk d named by node name or filename; its index or -1. */
 int merge_disk_find_layer(const struct merge_disk *d, const char *layer);
 
-/* {"disk":..,"device":..,"qdev":..,"node-name":..,"chain":[{...},..]}; owned. */
+/* "block" for a layer on a block device (host_device), "file" for one in a
+ * file, else the protocol driver's name (nbd, ...); NULL if unknown. Borrowed. */
+const char *merge_layer_type(const struct merge_layer *l);
+
+/* {"disk":.."device":..,"qdev":..,"node-name":..,"chain":[{...},..]}; owned.
+ * Each layer: node-name, filename, format, virtual-size, backing-filename,
+ * and where known type ("file" for a file, "block" for a host_device,
+ * else the protocol driver's name), size and allocated. */
 json_object *merge_disk_to_json(const struct merge_disk *d);
 
 #endif

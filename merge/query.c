@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { Q_BLOCK, Q_NODES, Q_GRAPH, Q_EXPORTS, Q_COUNT };
+enum { Q_BLOCK, Q_NODES, Q_GRAPH, Q_EXPORTS, Q_STATS, Q_COUNT };
 
 struct chains_fetch {
 	merge_chains_cb cb;
@@ -32,6 +32,11 @@ static void fetch_done(struct chains_fetch *f)
 		lm_error_set(&f->err, LM_ERR_NOMEM, "out of memory");
 		f->failed = 1;
 	}
+	if (!f->failed && f->ret[Q_STATS] != NULL &&
+	    merge_chains_add_stats(ch, f->ret[Q_STATS], &f->err) < 0) {
+		merge_chains_free(ch);
+		f->failed = 1;
+	}
 	f->cb(f->failed ? NULL : ch, f->failed ? &f->err : NULL, f->arg);
 	for (i = 0; i < Q_COUNT; i++)
 		json_object_put(f->ret[i]);
@@ -43,8 +48,10 @@ static void fetch_reply(struct chains_fetch *f, int which, json_object *ret,
 {
 	if (err != NULL) {
 		/* the graph is a debugging command that a QEMU may lack; exports
-		 * only a QEMU that serves them */
-		int optional = (which == Q_GRAPH || which == Q_EXPORTS) && err->code == LM_ERR_QMP;
+		 * only a QEMU that serves them; without the statistics only the
+		 * layers' allocation is unknown */
+		int optional = (which == Q_GRAPH || which == Q_EXPORTS || which == Q_STATS) &&
+			       err->code == LM_ERR_QMP;
 
 		if (!optional && !f->failed) {
 			f->failed = 1;
@@ -85,10 +92,28 @@ static void fetch_exports_cb(struct qmp_conn *c, json_object *ret, const struct 
 	fetch_reply(arg, Q_EXPORTS, ret, err);
 }
 
-int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct lm_error *err)
+static void fetch_stats_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			   void *arg)
+{
+	(void)c;
+	fetch_reply(arg, Q_STATS, ret, err);
+}
+
+/* Send one query of f (after one is in flight, failures go through f). */
+static void fetch_send(struct chains_fetch *f, struct qmp_conn *c, const char *name,
+		       json_object *args, qmp_reply_cb cb)
+{
+	if (!f->failed && qmp_conn_execute(c, name, args, -1, cb, f, &f->err) == 0)
+		f->outstanding++;
+	else
+		f->failed = 1;
+}
+
+static int fetch_start(struct qmp_conn *c, int with_stats, merge_chains_cb cb, void *arg,
+		       struct lm_error *err)
 {
 	struct chains_fetch *f = calloc(1, sizeof(*f));
-	json_object *flat;
+	json_object *flat, *nodes;
 
 	if (f == NULL)
 		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
@@ -102,24 +127,28 @@ int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct
 	/* once one is in flight, the callbacks own f: later failures go through them */
 	flat = json_object_new_object();
 	json_object_object_add(flat, "flat", json_object_new_boolean(1));
-	if (qmp_conn_execute(c, "query-named-block-nodes", flat, -1, fetch_nodes_cb, f,
-			     &f->err) == 0)
-		f->outstanding++;
-	else
-		f->failed = 1;
+	fetch_send(f, c, "query-named-block-nodes", flat, fetch_nodes_cb);
 	json_object_put(flat);
-	if (!f->failed &&
-	    qmp_conn_execute(c, "x-debug-query-block-graph", NULL, -1, fetch_graph_cb, f,
-			     &f->err) == 0)
-		f->outstanding++;
-	else
-		f->failed = 1;
-	if (!f->failed &&
-	    qmp_conn_execute(c, "query-block-exports", NULL, -1, fetch_exports_cb, f, &f->err) == 0)
-		f->outstanding++;
-	else
-		f->failed = 1;
+	fetch_send(f, c, "x-debug-query-block-graph", NULL, fetch_graph_cb);
+	fetch_send(f, c, "query-block-exports", NULL, fetch_exports_cb);
+	if (with_stats) {
+		nodes = json_object_new_object();
+		json_object_object_add(nodes, "query-nodes", json_object_new_boolean(1));
+		fetch_send(f, c, "query-blockstats", nodes, fetch_stats_cb);
+		json_object_put(nodes);
+	}
 	return 0;
+}
+
+int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct lm_error *err)
+{
+	return fetch_start(c, 0, cb, arg, err);
+}
+
+int merge_chains_fetch_usage(struct qmp_conn *c, merge_chains_cb cb, void *arg,
+			     struct lm_error *err)
+{
+	return fetch_start(c, 1, cb, arg, err);
 }
 
 const char *merge_chains_hazard(json_object *jobs)

@@ -21,6 +21,14 @@ typedef void (*merge_chains_cb)(struct merge_chains *ch, const struct lm_error *
 int merge_chains_fetch(struct qmp_conn *c, merge_chains_cb cb, void *arg, struct lm_error *err);
 
 /*
+ * As merge_chains_fetch, and also query-blockstats over every node, so each
+ * layer's allocated is filled (merge_chains_add_stats); a QEMU that refuses
+ * the statistics leaves it at -1.
+ */
+int merge_chains_fetch_usage(struct qmp_conn *c, merge_chains_cb cb, void *arg,
+			     struct lm_error *err);
+
+/*
  * QEMU 7.2 crashes answering query-named-block-nodes while a cancelled
  * block-stream job is concluded and not dismissed. Given query-jobs'
  * return value, the id of such a job (borrowed), or NULL when reading the

@@ -212,12 +212,14 @@ static void reply_to(struct fq *fq, int h, json_object *v)
 	json_object_put(v);
 }
 
-/* The four chain queries (merge/query.c), answered with the hostile chain. */
-static void s_chain(struct fq *fq)
+/* The four chain queries (merge/query.c), answered with the hostile chain;
+ * usage: also the block statistics (the chain command asks for them), where
+ * the top's protocol child has 2 MiB written. */
+static void s_chain(struct fq *fq, int usage)
 {
 	json_object *block = json_object_new_array(), *b = json_object_new_object();
 	json_object *ins = json_object_new_object(), *nodes = json_object_new_array();
-	int h[4];
+	int h[5];
 
 	json_object_object_add(ins, "node-name", json_object_new_string(top_node));
 	json_object_object_add(b, "device", json_object_new_string(""));
@@ -230,18 +232,37 @@ static void s_chain(struct fq *fq)
 	h[1] = fq_expect(fq, "query-named-block-nodes", NULL);
 	h[2] = fq_expect(fq, "x-debug-query-block-graph", NULL);
 	h[3] = fq_expect(fq, "query-block-exports", NULL);
+	if (usage)
+		h[4] = fq_expect(fq, "query-blockstats", "{\"query-nodes\": true}");
 	reply_to(fq, h[0], block);
 	reply_to(fq, h[1], nodes);
 	fq_reply_error_to(fq, h[2], "CommandNotFound", "no graph " OSC);
 	fq_reply_return_to(fq, h[3], "[]");
+	if (usage) {
+		json_object *stats = json_object_new_array(), *e = json_object_new_object();
+		json_object *parent = json_object_new_object(), *st = json_object_new_object();
+
+		json_object_object_add(st, "wr_highest_offset", json_object_new_int64(2097152));
+		json_object_object_add(parent, "stats", st);
+		json_object_object_add(e, "node-name", json_object_new_string(top_node));
+		json_object_object_add(e, "parent", parent);
+		json_object_array_add(stats, e);
+		reply_to(fq, h[4], stats);
+	}
+}
+
+/* connected, no job in the way, the chains read (usage: as the chain command) */
+static void s_start(struct fq *fq, int usage)
+{
+	fq_handshake(fq);
+	fq_command(fq, "query-jobs", NULL, "[]");
+	s_chain(fq, usage);
 }
 
 static void script_chain(struct fq *fq, void *arg)
 {
 	(void)arg;
-	fq_handshake(fq);
-	fq_command(fq, "query-jobs", NULL, "[]");
-	s_chain(fq);
+	s_start(fq, 1);
 }
 
 static void script_jobs(struct fq *fq, void *arg)
@@ -304,11 +325,11 @@ static void fq_make_file(struct fq *fq, void *arg)
  * reads the chains again to confirm nothing changed. */
 static void script_snapshot_refused(struct fq *fq, void *arg)
 {
-	script_chain(fq, NULL);
+	s_start(fq, 0);
 	fq_expect(fq, "transaction", NULL);
 	fq_call(fq, fq_make_file, arg);
 	fq_reply_error(fq, "GenericError", "Could not create '" OSC "': Permission denied\n\033[2J");
-	s_chain(fq);
+	s_chain(fq, 0);
 }
 
 /* commit of the hostile disk: the job fails with an escape-laden error;
@@ -331,7 +352,7 @@ static void script_commit_fails(struct fq *fq, void *arg)
 	json_object_array_add(j, o);
 	snprintf(jobs, sizeof(jobs), "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
 	json_object_put(j);
-	script_chain(fq, NULL);
+	s_start(fq, 0);
 	fq_expect(fq, "block-commit", NULL);
 	fq_job_status(fq, cjob, "created");
 	fq_job_status(fq, cjob, "running");
@@ -342,7 +363,7 @@ static void script_commit_fails(struct fq *fq, void *arg)
 	fq_command(fq, "query-jobs", NULL, jobs);
 	fq_command(fq, "job-dismiss", NULL, "{}");
 	fq_job_status(fq, cjob, "null");
-	s_chain(fq);
+	s_chain(fq, 0);
 }
 
 /* --- tests ------------------------------------------------------------------ */
@@ -358,6 +379,8 @@ static void test_chain_human(void **state)
 	assert_contains(fx->stdout_text, "/img/top\\x1b]0;pwned\\x07\\n.qcow2");
 	assert_contains(fx->stdout_text, "/img/base\\x1b[31m\\r\\t\\x7f\\u009b\\xff.qcow2");
 	assert_contains(fx->stdout_text, "base\\x1b]0;pwned\\x07\\n");
+	/* the top's statistics: no protocol node told, so no type or size */
+	assert_contains(fx->stdout_text, "  allocated 2 MiB\n");
 	/* a line per disk and per layer: nothing split a line */
 	{
 		int lines = 0;
@@ -372,7 +395,7 @@ static void test_chain_human(void **state)
 static void test_chain_json_exact(void **state)
 {
 	struct binrun *fx = *state;
-	json_object *lines, *d, *chain, *l;
+	json_object *lines, *d, *chain, *l, *v;
 
 	assert_int_equal(run_lm(fx, script_chain, NULL, "--json", "chain", NULL), 0);
 	assert_clean("chain --json: stderr", fx->stderr_text, fx->stderr_len);
@@ -388,7 +411,11 @@ static void test_chain_json_exact(void **state)
 	assert_same(jstr(l, "node-name"), top_node);
 	assert_same(jstr(l, "filename"), top_file);
 	assert_same(jstr(l, "backing-filename"), base_file);
+	assert_true(json_object_object_get_ex(l, "allocated", &v));
+	assert_int_equal(json_object_get_int64(v), 2097152);
+	assert_false(json_object_object_get_ex(l, "type", NULL));
 	l = json_object_array_get_idx(chain, 1);
+	assert_false(json_object_object_get_ex(l, "allocated", NULL));
 	assert_same(jstr(l, "node-name"), base_node);
 	assert_same(jstr(l, "filename"), base_file);
 	json_object_put(lines);
