@@ -70,36 +70,35 @@ static void g_thawed(struct merge_group *g, json_object *ret, const struct lm_er
 	double ms = (ev_now(g->loop) - g->frozen_at) * 1000.0;
 
 	(void)ret;
-	g->thaw_answered = 1;
+	g->freeze = Q_THAWED;
 	ev_timer_stop(g->loop, &g->freeze_watchdog);
 	if (err != NULL) {
 		g_errorf(g, LM_ERR_STATE, "the guest may still be frozen: thaw failed: %s (run "
 				       "'livemerge recover' or guest-fsfreeze-thaw)", err->msg);
 		g->outcome = MERGE_UNKNOWN;
 	} else {
-		g->frozen = 0;
 		g->frozen_ms = ms;
 		g_msg(g, "guest thawed: filesystems were frozen for %.1f ms", ms);
 	}
 	if (!g->transaction_out)
-		g_verify(g);
+		g_advance(g, P_VERIFY);
 }
 
 static void g_thaw(struct merge_group *g)
 {
-	g->thaw_sent = 1;
+	g->freeze = Q_THAWING;
 	if (g->req.dry_run) {
 		if (g->cb.command != NULL)
 			g->cb.command(xl_guest_thaw().name, NULL, g->arg);
-		g->frozen = 0;
+		g->freeze = Q_THAWED;
 		return;
 	}
 	if (g_qga_send(g, xl_guest_thaw(), g_thawed) < 0) {
-		g->thaw_answered = 1;
+		g->freeze = Q_THAWED;
 		g_errorf(g, LM_ERR_STATE, "the guest may still be frozen: cannot send thaw");
 		g->outcome = MERGE_UNKNOWN;
 		if (!g->transaction_out)
-			g_verify(g);
+			g_advance(g, P_VERIFY);
 	}
 }
 
@@ -109,7 +108,7 @@ void g_freeze_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	if (!g->frozen || g->thaw_sent || g->done)
+	if (g->freeze != Q_FROZEN || g->done)
 		return;
 	g_msg(g, "the snapshot takes longer than %.0f s: thawing the guest now (the snapshot "
 		 "will not be quiesced)", g->req.freeze_limit);
@@ -123,8 +122,8 @@ static void g_freeze_status(struct merge_group *g, json_object *ret, const struc
 	const char *st = ret ? json_object_get_string(ret) : NULL;
 
 	if (err == NULL && st != NULL && strcmp(st, "thawed") == 0) {
-		g->frozen = 0;
-		g_verify(g);
+		g->freeze = Q_NONE;
+		g_advance(g, P_VERIFY);
 		return;
 	}
 	if (err != NULL)
@@ -152,13 +151,13 @@ static void g_snapshot_done(struct merge_group *g, struct gjob *unused, json_obj
 		g_msg(g, "snapshot taken of %d disk%s", g->n, g->n == 1 ? "" : "s");
 	}
 	g->transaction_out = 0;
-	if (g->frozen && !g->thaw_sent) {
+	if (g->freeze == Q_FROZEN) {
 		g_thaw(g); /* verifies when the guest is thawed */
 		return;
 	}
-	if (g->thaw_sent && !g->thaw_answered)
+	if (g->freeze == Q_THAWING)
 		return; /* the watchdog's thaw is in flight; its answer verifies */
-	g_verify(g);
+	g_advance(g, P_VERIFY);
 }
 
 static void g_send_transaction(struct merge_group *g)
@@ -187,10 +186,10 @@ static void g_send_transaction(struct merge_group *g)
 		return;
 	}
 	if (g->req.dry_run) {
-		if (g->frozen)
+		if (g->freeze == Q_FROZEN)
 			g_thaw(g);
 		g->outcome = MERGE_DONE;
-		g_verify(g);
+		g_advance(g, P_VERIFY);
 		return;
 	}
 	g->transaction_out = 1;
@@ -203,13 +202,13 @@ static void g_froze(struct merge_group *g, json_object *ret, const struct lm_err
 			 err->msg);
 		g->outcome = MERGE_FAILED;
 		/* a freeze that failed half-way may have frozen some filesystems */
-		g->frozen = 1;
+		g->freeze = Q_FROZEN;
 		g->frozen_at = ev_now(g->loop);
 		if (g_qga_send(g, xl_guest_freeze_status(), g_freeze_status) < 0)
 			g_thaw(g);
 		return;
 	}
-	g->frozen = 1;
+	g->freeze = Q_FROZEN;
 	g->frozen_at = ev_now(g->loop);
 	g_msg(g, "guest quiesced: %d filesystem%s frozen", json_object_get_int(ret),
 	      json_object_get_int(ret) == 1 ? "" : "s");
@@ -238,16 +237,14 @@ static void g_started(struct merge_group *g, struct gjob *j, json_object *ret,
 	g_step(g);
 }
 
-void g_start(struct merge_group *g)
+/* P_START: the snapshot (quiesced or not), or on to the job starts. */
+void g_act(struct merge_group *g)
 {
-	int i;
-
-	g->phase = P_START;
 	if (g->req.verb == MERGE_SNAPSHOT && g->req.quiesce != NULL) {
 		if (g->req.dry_run) {
 			if (g->cb.command != NULL)
 				g->cb.command(xl_guest_freeze().name, NULL, g->arg);
-			g->frozen = 1;
+			g->freeze = Q_FROZEN;
 			g_send_transaction(g);
 			return;
 		}
@@ -261,7 +258,14 @@ void g_start(struct merge_group *g)
 		g_send_transaction(g);
 		return;
 	}
-	g->phase = P_RUN;
+	g_advance(g, P_RUN);
+}
+
+/* P_RUN: start one job per disk (but those taken over); the barrier follows. */
+void g_start_jobs(struct merge_group *g)
+{
+	int i;
+
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 		struct xl_cmd cmd = g->req.verb == MERGE_COMMIT

@@ -38,15 +38,11 @@ static void g_cancelled(struct merge_group *g, struct gjob *j, json_object *ret,
 	g_step(g);
 }
 
-void g_abort(struct merge_group *g)
+/* Cancel every job that has started and is not ending by itself. */
+static void g_cancel_rest(struct merge_group *g)
 {
 	int i;
 
-	if (g->phase != P_ABORT) {
-		g->phase = P_ABORT;
-		g->outcome = MERGE_FAILED;
-		g_msg(g, "cancelling every job: no disk pivots");
-	}
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
@@ -62,6 +58,24 @@ void g_abort(struct merge_group *g)
 			return;
 		}
 	}
+}
+
+/* P_ABORT begins: nothing pivots; cancel every job. */
+void g_abort_all(struct merge_group *g)
+{
+	g->outcome = MERGE_FAILED;
+	g_msg(g, "cancelling every job: no disk pivots");
+	g_cancel_rest(g);
+}
+
+/* Give up before the pivot point: enter P_ABORT, or, in it already, cancel
+ * the jobs whose start was answered since. */
+void g_abort(struct merge_group *g)
+{
+	if (g->phase != P_ABORT)
+		g_advance(g, P_ABORT);
+	else
+		g_cancel_rest(g);
 }
 
 static void g_resumed(struct merge_group *g, struct gjob *j, json_object *ret,

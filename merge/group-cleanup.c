@@ -143,7 +143,7 @@ static void g_dismissed(struct merge_group *g, struct gjob *j, json_object *ret,
 		j->dismissed = 1;
 	}
 	if (--g->outstanding == 0)
-		g_verify(g);
+		g_advance(g, P_VERIFY);
 }
 
 static void g_dismiss_all(struct merge_group *g)
@@ -164,7 +164,7 @@ static void g_dismiss_all(struct merge_group *g)
 			g->outstanding++;
 	}
 	if (--g->outstanding == 0)
-		g_verify(g);
+		g_advance(g, P_VERIFY);
 }
 
 /* Read every concluded job's error before dismissing it. */
@@ -206,9 +206,9 @@ static void g_results_read(struct merge_group *g, struct gjob *unused, json_obje
 	g_dismiss_all(g);
 }
 
+/* P_CLEANUP: read the jobs' results, then dismiss them. */
 void g_cleanup(struct merge_group *g)
 {
-	g->phase = P_CLEANUP;
 	if (g->req.dry_run) {
 		g_dismiss_all(g);
 		return;
@@ -230,7 +230,7 @@ static void g_released(struct merge_group *g, struct gjob *j, json_object *ret,
 	}
 	if (--g->outstanding > 0)
 		return;
-	g_flush_all(g, P_SETTLE);
+	g_advance(g, P_SETTLE);
 }
 
 /* Layers that left the chains may still be held open by QEMU when they
@@ -239,7 +239,6 @@ void g_release_removed(struct merge_group *g)
 {
 	int i, k;
 
-	g->phase = P_RELEASE;
 	g->outstanding = 1;
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
@@ -265,7 +264,7 @@ void g_release_removed(struct merge_group *g)
 		}
 	}
 	if (--g->outstanding == 0)
-		g_flush_all(g, P_SETTLE);
+		g_advance(g, P_SETTLE);
 	return;
 lost:
 	g_conn_lost(g, &g->err);

@@ -3,7 +3,8 @@
  * shared by its files; not installed, not for users of the library.
  *
  * The phases below run in this order; each lives in a file of its own
- * (see the top of group.c). g_step() in group.c holds the all-or-none rules.
+ * (see the top of group.c). g_step() in group.c holds the all-or-none rules;
+ * g_advance() there is the only code that changes g->phase.
  */
 #ifndef MERGE_GROUP_INT_H
 #define MERGE_GROUP_INT_H
@@ -26,6 +27,14 @@ enum g_phase {
 	P_RELEASE,  /* releasing the nodes of layers that left the chains */
 	P_SETTLE,   /* flushing the rewritten headers, then deleting (if asked) */
 	P_DONE,
+};
+
+/* The guest's filesystems around a quiesced snapshot (group-act.c). */
+enum g_freeze {
+	Q_NONE,    /* nothing frozen: not asked, not yet, or the agent says thawed */
+	Q_FROZEN,  /* the freeze answered (or failed half-way); no thaw sent yet */
+	Q_THAWING, /* thaw sent, its answer not back */
+	Q_THAWED,  /* thaw answered, or it could not be sent: nothing more to do */
 };
 
 struct gjob {
@@ -82,9 +91,7 @@ struct merge_group {
 	int poll_inflight;
 
 	/* quiesce */
-	int frozen;          /* freeze answered, thaw not yet */
-	int thaw_sent;
-	int thaw_answered;
+	enum g_freeze freeze;
 	int quiesce_lost; /* the watchdog thawed before the transaction answered */
 	int transaction_out; /* the snapshot transaction is in flight */
 	double frozen_at;
@@ -129,6 +136,7 @@ struct gjob *g_job_by_id(struct merge_group *g, const char *id);
 void g_conn_lost(struct merge_group *g, const struct lm_error *err);
 int g_is_conn_error(const struct lm_error *err);
 void g_finish(struct merge_group *g);
+void g_advance(struct merge_group *g, enum g_phase next);
 void g_step(struct merge_group *g);
 
 /* group-resolve.c */
@@ -140,12 +148,14 @@ void g_begin(struct merge_group *g);
 
 /* group-act.c */
 void g_freeze_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents);
-void g_start(struct merge_group *g);
+void g_act(struct merge_group *g);
+void g_start_jobs(struct merge_group *g);
 
 /* group-barrier.c */
 int g_job_ended(const struct gjob *j);
 int g_job_failed(const struct gjob *j);
 void g_abort(struct merge_group *g);
+void g_abort_all(struct merge_group *g);
 void g_space_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation);
 
@@ -153,7 +163,9 @@ void g_out_of_space(struct merge_group *g, struct gjob *j, const char *operation
 void g_job_reply(struct merge_group *g, struct gjob *j, json_object *ret,
 		 const struct lm_error *err);
 int g_rewritten_layer(struct merge_group *g, struct gjob *j);
-void g_flush_all(struct merge_group *g, enum g_phase phase);
+void g_complete_all(struct merge_group *g);
+void g_finalize_all(struct merge_group *g);
+void g_flush_all(struct merge_group *g);
 
 /* group-verify.c */
 const struct merge_disk *g_disk_before(struct merge_group *g, struct gjob *j);

@@ -59,11 +59,38 @@ void g_job_reply(struct merge_group *g, struct gjob *j, json_object *ret,
 }
 
 /* Every job pending and its data flushed: finalize all, back to back. */
-static void g_finalize_all(struct merge_group *g)
+/* P_COMPLETE: every job can pivot; tell the ready active commits to
+ * complete. g_step() waits until all are pending. */
+void g_complete_all(struct merge_group *g)
 {
 	int i;
 
-	g->phase = P_FINALIZE;
+	for (i = 0; i < g->n && !(g->jobs[i].active && g->jobs[i].st == XL_JOB_READY); i++)
+		;
+	g_msg(g, i < g->n ? "every job is ready: completing them" : "every job is ready");
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+
+		/* a job taken over may have been completed already */
+		if (!j->active || j->complete_sent || j->st != XL_JOB_READY)
+			continue;
+		j->complete_sent = 1;
+		if (g_send(g, xl_job_verb(XL_VERB_COMPLETE, j->job_id), 1, j, g_job_reply) < 0) {
+			g_conn_lost(g, &g->err);
+			return;
+		}
+	}
+	if (g->req.dry_run)
+		for (i = 0; i < g->n; i++)
+			g->jobs[i].st = XL_JOB_PENDING;
+	g_step(g);
+}
+
+/* P_FINALIZE: every job pending and its data flushed. */
+void g_finalize_all(struct merge_group *g)
+{
+	int i;
+
 	g->outcome = MERGE_DONE;
 	g_msg(g, "finalizing every job back to back");
 	for (i = 0; i < g->n; i++) {
@@ -88,7 +115,7 @@ static void g_flush_answered(struct merge_group *g)
 	if (--g->outstanding > 0)
 		return;
 	if (g->phase == P_FLUSH)
-		g_finalize_all(g);
+		g_advance(g, P_FINALIZE);
 	else
 		g_settled(g);
 }
@@ -248,11 +275,11 @@ static int g_flush_one(struct merge_group *g, struct gjob *j)
 
 /* Flush every job's data (P_FLUSH) or rewritten header (P_SETTLE); the
  * next step runs when every flush answered. */
-void g_flush_all(struct merge_group *g, enum g_phase phase)
+void g_flush_all(struct merge_group *g)
 {
+	enum g_phase phase = g->phase;
 	int i;
 
-	g->phase = phase;
 	g->outstanding = g->n + 1;
 	for (i = 0; i < g->n && g->phase == phase && !g->done; i++)
 		g_flush_send(g, &g->jobs[i]);

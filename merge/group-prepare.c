@@ -5,8 +5,8 @@
  * intent goes into the journal (what recovery needs to finish or roll back)
  * before anything is sent that changes state. This is also the place for
  * preparing volumes (create, format, extend the images a run needs), which
- * is not built yet: it would run here, before g_start().
- * Next: group-act.c (g_start).
+ * is not built yet: it would run here, before g_advance(g, P_START).
+ * Next: group-act.c (g_act).
  */
 #include "group-int.h"
 
@@ -93,5 +93,5 @@ void g_begin(struct merge_group *g)
 		}
 		g->journaled = 1;
 	}
-	g_start(g);
+	g_advance(g, P_START);
 }

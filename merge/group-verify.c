@@ -135,14 +135,14 @@ static void g_verified(struct merge_chains *ch, const struct lm_error *err, void
 	if (bad)
 		g->outcome = MERGE_UNKNOWN;
 	else if (expect_change && g->req.verb != MERGE_SNAPSHOT)
-		g_release_removed(g); /* dry run: announced only (test-group: test_dry_run_commit) */
+		g_advance(g, P_RELEASE); /* dry run: announced only (test-group: test_dry_run_commit) */
 	if (g->phase != P_RELEASE && g->phase != P_SETTLE && !g->done)
 		g_finish(g);
 	g_unref(g);
 }
 
+/* P_VERIFY: read the chains again; g_verified checks them. */
 void g_verify(struct merge_group *g)
 {
-	g->phase = P_VERIFY;
 	g_read_chains(g, g_verified);
 }

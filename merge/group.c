@@ -9,8 +9,9 @@
  * things cannot confuse it.
  *
  * This file holds the public API, the shared plumbing (messages, errors,
- * sending, journaling, the end), the event hook and job polling, and
- * g_step(): the all-or-none rules. Each phase lives in a file of its own,
+ * sending, journaling, the end), the event hook and job polling, g_step():
+ * the all-or-none rules, and g_advance(): the one place the phase changes
+ * (its comment draws the whole machine). Each phase lives in a file of its own,
  * in the order a run goes through them:
  *   group-resolve.c  read jobs and chains, resolve the request    P_FETCH
  *   group-prepare.c  journal the intent (volumes, later)           P_FETCH
@@ -305,14 +306,12 @@ static json_object *g_result_json(struct merge_group *g)
 	return o;
 }
 
-void g_finish(struct merge_group *g)
+/* P_DONE: report the end, once. */
+static void g_end(struct merge_group *g)
 {
 	struct merge_result r;
 
-	if (g->done)
-		return;
 	g->done = 1;
-	g->phase = P_DONE;
 	ev_timer_stop(g->loop, &g->poll);
 	ev_timer_stop(g->loop, &g->space_timer);
 	qmp_conn_set_event_cb(g->c, NULL, NULL);
@@ -338,6 +337,70 @@ void g_finish(struct merge_group *g)
 		g->cb.done(&r, g->arg);
 	json_object_put(r.json);
 	g_unref(g);
+}
+
+/* The end, from any phase: done runs once. */
+void g_finish(struct merge_group *g)
+{
+	if (g->done)
+		return;
+	g_advance(g, P_DONE);
+}
+
+/*
+ * The one place the phase changes. Each phase's first step runs here; what
+ * a phase then waits for comes back through g_step() (the job table) or
+ * the phase's own reply handlers, which advance again:
+ *
+ *   P_FETCH ─ resolved ─> P_START ─ snapshot answered (thawed) ───────> P_VERIFY
+ *                           └─ commit/stream ─> P_RUN ─ all ready ──> P_COMPLETE
+ *   P_COMPLETE ─ all pending ─> P_FLUSH ─ flushed ─> P_FINALIZE ─ all ended ─> P_CLEANUP
+ *   P_RUN, P_COMPLETE, P_FLUSH ─ a job failed, cancel, no space, flush failed ─> P_ABORT
+ *   P_ABORT ─ all ended ─> P_CLEANUP ─ dismissed ─> P_VERIFY
+ *   P_VERIFY ─ changed as asked (commit/stream) ─> P_RELEASE ─ released ─> P_SETTLE
+ *   P_SETTLE ─ flushed (and deleted, if asked) ─> P_DONE; any phase ─ the end ─> P_DONE
+ *   a job vanished after the pivot point: P_FINALIZE ─> P_VERIFY
+ */
+void g_advance(struct merge_group *g, enum g_phase next)
+{
+	g->phase = next;
+	switch (next) {
+	case P_FETCH:
+		return; /* merge_group_start sends the first query: its failure is its caller's */
+	case P_START:
+		g_act(g); /* group-act.c */
+		return;
+	case P_RUN:
+		g_start_jobs(g); /* group-act.c */
+		return;
+	case P_COMPLETE:
+		g_complete_all(g); /* group-pivot.c */
+		return;
+	case P_FLUSH:
+		g_flush_all(g); /* group-pivot.c */
+		return;
+	case P_FINALIZE:
+		g_finalize_all(g); /* group-pivot.c */
+		return;
+	case P_ABORT:
+		g_abort_all(g); /* group-barrier.c */
+		return;
+	case P_CLEANUP:
+		g_cleanup(g); /* group-cleanup.c */
+		return;
+	case P_VERIFY:
+		g_verify(g); /* group-verify.c */
+		return;
+	case P_RELEASE:
+		g_release_removed(g); /* group-cleanup.c */
+		return;
+	case P_SETTLE:
+		g_flush_all(g); /* group-pivot.c, the headers rewritten */
+		return;
+	case P_DONE:
+		g_end(g);
+		return;
+	}
 }
 
 void g_step(struct merge_group *g)
@@ -377,34 +440,14 @@ void g_step(struct merge_group *g)
 			return;
 		}
 		if (g->phase == P_RUN && all_started && all_ready) {
-			g->phase = P_COMPLETE;
-			for (i = 0; i < g->n && !(g->jobs[i].active && g->jobs[i].st == XL_JOB_READY); i++)
-				;
-			g_msg(g, i < g->n ? "every job is ready: completing them" : "every job is ready");
-			for (i = 0; i < g->n; i++) {
-				struct gjob *j = &g->jobs[i];
-
-				/* a job taken over may have been completed already */
-				if (!j->active || j->complete_sent || j->st != XL_JOB_READY)
-					continue;
-				j->complete_sent = 1;
-				if (g_send(g, xl_job_verb(XL_VERB_COMPLETE, j->job_id), 1, j,
-					   g_job_reply) < 0) {
-					g_conn_lost(g, &g->err);
-					return;
-				}
-			}
-			if (g->req.dry_run)
-				for (i = 0; i < g->n; i++)
-					g->jobs[i].st = XL_JOB_PENDING;
-			g_step(g);
+			g_advance(g, P_COMPLETE);
 			return;
 		}
 		if (g->phase == P_COMPLETE && all_pending) {
 			/* nothing may make a layer unnecessary before the data that
 			 * replaces it is on stable storage (test-durable) */
 			g_msg(g, "every job is pending: flushing what they wrote");
-			g_flush_all(g, P_FLUSH);
+			g_advance(g, P_FLUSH);
 		}
 		return;
 	case P_FINALIZE:
@@ -418,7 +461,7 @@ void g_step(struct merge_group *g)
 				return;
 		}
 		if (all_started && all_ended)
-			g_cleanup(g);
+			g_advance(g, P_CLEANUP);
 		return;
 	default:
 		return;
@@ -525,8 +568,7 @@ static void g_polled(struct merge_group *g, struct gjob *unused, json_object *re
 				g_step(g);
 			} else {
 				g->outcome = MERGE_UNKNOWN;
-				g->phase = P_CLEANUP;
-				g_verify(g);
+				g_advance(g, P_VERIFY);
 			}
 			return;
 		}
@@ -604,7 +646,7 @@ struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_req
 	ev_init(&g->poll, g_poll_cb);
 	g->poll.data = g;
 	qmp_conn_set_event_cb(c, g_event_cb, g);
-	g->phase = P_FETCH;
+	g_advance(g, P_FETCH);
 	/* the jobs first: leftovers of ours go before the chains are read */
 	if (g_send(g, xl_query_jobs(), 0, NULL, g_jobs_fetched) < 0) {
 		if (err != NULL)
