@@ -120,6 +120,50 @@ struct g_call {
 		   const struct lm_error *err);
 };
 
+/* ---- the plan (group-plan.c): pure, no connection, no files ---- */
+
+/* What the request does to one disk, from the chains before it. Strings
+ * owned by the plan; expect borrows from the chains (and the overlay). */
+struct g_plan_disk {
+	char *name;       /* the disk as livemerge names it; NULL: not found */
+	char *root;       /* node name of its active layer */
+	int top, base;    /* commit/stream: layer indexes in the chain before;
+			     base may be nlayers (stream to the bottom) */
+	int active;       /* commit: top is the active layer, the job pivots */
+	char *top_node;   /* commit */
+	char *base_node;  /* commit/stream; NULL: no base (stream flattens) */
+	char *overlay;    /* snapshot: the new overlay's file */
+	char *new_node;   /* snapshot: its node name */
+	char *job_id;     /* commit/stream */
+	int nexpect;
+	const char **expect;      /* the chain after, file names, active layer first */
+	int leave_from, leave_to; /* layers [from, to) of the chain before leave it */
+};
+
+struct g_plan {
+	int n;
+	struct g_plan_disk *disks; /* one a target, in the request's order */
+};
+
+/*
+ * Plan req (its targets, verb) against the chains before. Returns 0, or -1
+ * with err filled (USAGE: the request cannot work; NOMEM). *out is set
+ * either way (NULL only when memory ran out) and owned by the caller
+ * (g_plan_free); after a refusal it holds the disks planned before it, and
+ * the refused disk's name where that disk was found.
+ */
+int g_plan_build(const struct merge_request *req, const struct merge_chains *before,
+		 struct g_plan **out, struct lm_error *err);
+void g_plan_free(struct g_plan *p);
+
+/* The file names of disk b's chain after verb with these layers (top,
+ * base: commit/stream; overlay: snapshot). Count, at most max; borrowed. */
+int g_plan_chain_after(enum merge_verb verb, const struct merge_disk *b, int top, int base,
+		       const char *overlay, const char **expect, int max);
+
+/* FNV-1a of s: short node names derived from a path. */
+uint32_t g_hash(const char *s);
+
 /* ---- shared helpers, by the file that defines them ---- */
 
 /* group.c */

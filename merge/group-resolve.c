@@ -2,10 +2,12 @@
  * merge/group, phase "resolve" (P_FETCH): the first phase.
  *
  * Read QEMU's jobs, dismiss concluded leftovers of ours, read the chains,
- * then resolve the request against them: which disk, which layers, which
- * node names and job ids; refuse a request that cannot work (the outcome
- * is MERGE_BAD_REQUEST and nothing was sent that changes state). Overlays
- * whose host gives no file access are probed through QEMU.
+ * then resolve the request against them: the plan (group-plan.c, pure)
+ * says which disk, which layers, which node names and job ids; then each
+ * snapshot overlay must not exist yet. A request that cannot work is
+ * refused (the outcome is MERGE_BAD_REQUEST and nothing was sent that
+ * changes state). Overlays whose host gives no file access are probed
+ * through QEMU.
  * Next: group-prepare.c (g_begin).
  */
 #include "group-int.h"
@@ -14,23 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void g_sanitize(char *s)
-{
-	for (; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-		      *s == '-' || *s == '.' || *s == '_'))
-			*s = '_';
-}
-
-static uint32_t g_hash(const char *s)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
 
 static int g_bad(struct merge_group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int g_bad(struct merge_group *g, const char *fmt, ...)
@@ -46,114 +31,67 @@ static int g_bad(struct merge_group *g, const char *fmt, ...)
 	return -1;
 }
 
-static int g_resolve_layer(struct merge_group *g, const struct merge_disk *d, const char *name,
-			   const char *what)
-{
-	int k = merge_disk_find_layer(d, name);
-
-	if (k < 0)
-		return g_bad(g, "%s: no layer '%s' in its chain (for %s; 'livemerge chain %s' shows "
-				"the layers)", d->name, name, what, d->name);
-	return k;
-}
-
+/* Resolve the request against the chains: the plan (group-plan.c) into the
+ * job table, then whether each snapshot overlay exists already. */
 static int g_resolve(struct merge_group *g)
 {
-	int i, k;
+	struct merge_target *targets = calloc((size_t)g->n, sizeof(*targets));
+	struct merge_request req = g->req;
+	struct g_plan *p = NULL;
+	struct lm_error e;
+	int i, r;
 
+	if (targets == NULL) {
+		g_errorf(g, LM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
 	for (i = 0; i < g->n; i++) {
+		targets[i].disk = g->jobs[i].want;
+		targets[i].overlay = g->jobs[i].overlay;
+		targets[i].top = g->jobs[i].top_arg;
+		targets[i].base = g->jobs[i].base_arg;
+	}
+	req.targets = targets;
+	r = g_plan_build(&req, g->before, &p, &e);
+	free(targets);
+	for (i = 0; p != NULL && i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
-		const struct merge_disk *d = merge_chains_find(g->before, j->want);
-		const char *verb = merge_verb_name(g->req.verb);
-		struct lm_error e;
+		struct g_plan_disk *pd = &p->disks[i];
 
-		if (d == NULL)
-			return g_bad(g, "no disk '%s' (run 'livemerge chain' to list the disks)",
-				     j->want);
-		for (k = 0; k < i; k++)
-			if (strcmp(g->jobs[k].name, d->name) == 0)
-				return g_bad(g, "disk %s is named twice", d->name);
-		j->name = strdup(d->name);
-		if (d->nlayers == 0 || d->layers[0].node_name == NULL)
-			return g_bad(g, "%s: cannot tell the node name of its active layer", d->name);
-		j->root = strdup(d->layers[0].node_name);
-		if (g->req.verb == MERGE_SNAPSHOT) {
-			char nn[32];
-			int r;
+		/* the plan's strings move into the job; names of disks found
+		 * before a refusal too: the result lists their chains */
+		j->name = pd->name, pd->name = NULL;
+		j->root = pd->root, pd->root = NULL;
+		j->top_node = pd->top_node, pd->top_node = NULL;
+		j->base_node = pd->base_node, pd->base_node = NULL;
+		j->new_node = pd->new_node, pd->new_node = NULL;
+		j->job_id = pd->job_id, pd->job_id = NULL;
+		j->top = pd->top;
+		j->base = pd->base;
+		j->active = pd->active;
+	}
+	g_plan_free(p);
+	if (r < 0) {
+		g->err = e;
+		g->have_err = 1;
+		g->outcome = e.code == LM_ERR_USAGE ? MERGE_BAD_REQUEST : MERGE_FAILED;
+		return -1;
+	}
+	for (i = 0; g->req.verb == MERGE_SNAPSHOT && i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
 
-			if (j->overlay == NULL || j->overlay[0] != '/')
-				return g_bad(g, "%s: the overlay must be an absolute path", d->name);
-			r = g_file_exists(g, j->overlay, &e);
-			if (r < 0 && e.code == LM_ERR_UNSUPPORTED)
-				j->probe = 1, r = 0; /* g_probe_overlays asks QEMU */
-			else if (r < 0)
-				return g_bad(g, "%s", e.msg);
-			if (r == 1)
-				return g_bad(g, "%s: overlay %s exists already%s%s; refusing to "
-					     "overwrite it", d->name, j->overlay,
-					     g->req.files != NULL && g->req.files->where ? " on " : "",
-					     g->req.files != NULL && g->req.files->where
-						     ? g->req.files->where
-						     : "");
-			for (k = 0; k < d->nlayers; k++)
-				if (strcmp(d->layers[k].filename, j->overlay) == 0)
-					return g_bad(g, "%s: %s is in its chain already", d->name,
-						     j->overlay);
-			for (k = 0; k < i; k++)
-				if (strcmp(g->jobs[k].overlay, j->overlay) == 0)
-					return g_bad(g, "overlay %s is given twice", j->overlay);
-			j->overlay_ours = 1;
-			snprintf(nn, sizeof(nn), "lm-%08x", g_hash(j->overlay));
-			j->new_node = strdup(nn);
-			continue;
-		}
-		if (d->nlayers < 2)
-			return g_bad(g, "%s: its chain has a single layer: nothing to %s", d->name, verb);
-		if (g->req.verb == MERGE_COMMIT) {
-			j->top = 0;
-			if (j->top_arg != NULL &&
-			    (j->top = g_resolve_layer(g, d, j->top_arg, "--top")) < 0)
-				return -1;
-			if (j->top == d->nlayers - 1)
-				return g_bad(g, "%s: top %s is the base of the chain: nothing below it",
-					     d->name, d->layers[j->top].filename);
-			j->base = j->top + 1;
-			if (j->base_arg != NULL &&
-			    (j->base = g_resolve_layer(g, d, j->base_arg, "--base")) < 0)
-				return -1;
-			if (j->base <= j->top)
-				return g_bad(g, "%s: base %s is not below top %s", d->name,
-					     d->layers[j->base].filename, d->layers[j->top].filename);
-			j->active = j->top == 0;
-			if (d->layers[j->top].node_name == NULL)
-				return g_bad(g, "%s: cannot tell the node name of %s", d->name,
-					     d->layers[j->top].filename);
-			j->top_node = strdup(d->layers[j->top].node_name);
-		} else {
-			j->base = d->nlayers; /* flatten */
-			if (j->base_arg != NULL &&
-			    (j->base = g_resolve_layer(g, d, j->base_arg, "--base")) < 0)
-				return -1;
-			if (j->base == 0)
-				return g_bad(g, "%s: base %s is the active layer: nothing to stream",
-					     d->name, d->layers[0].filename);
-			if (j->base == 1)
-				return g_bad(g, "%s: base %s is right below the active layer: nothing "
-						"to stream", d->name, d->layers[1].filename);
-		}
-		if (j->base < d->nlayers) {
-			if (d->layers[j->base].node_name == NULL)
-				return g_bad(g, "%s: cannot tell the node name of %s", d->name,
-					     d->layers[j->base].filename);
-			j->base_node = strdup(d->layers[j->base].node_name);
-		}
-		{
-			char id[256];
-
-			snprintf(id, sizeof(id), "livemerge-%s-%s", verb, d->name);
-			g_sanitize(id + 10);
-			j->job_id = strdup(id);
-		}
+		r = g_file_exists(g, j->overlay, &e);
+		if (r < 0 && e.code == LM_ERR_UNSUPPORTED)
+			j->probe = 1, r = 0; /* g_probe_overlays asks QEMU */
+		else if (r < 0)
+			return g_bad(g, "%s", e.msg);
+		if (r == 1)
+			return g_bad(g, "%s: overlay %s exists already%s%s; refusing to overwrite it",
+				     j->name, j->overlay,
+				     g->req.files != NULL && g->req.files->where ? " on " : "",
+				     g->req.files != NULL && g->req.files->where ? g->req.files->where
+										 : "");
+		j->overlay_ours = 1;
 	}
 	return 0;
 }

@@ -27,21 +27,10 @@ int g_expected(struct merge_group *g, struct gjob *j, int changed, const char **
 	const struct merge_disk *b = g_disk_before(g, j);
 	int n = 0, i;
 
-	if (!changed || g->req.dry_run) {
-		for (i = 0; i < b->nlayers && n < max; i++)
-			expect[n++] = b->layers[i].filename;
-	} else if (g->req.verb == MERGE_SNAPSHOT) {
-		expect[n++] = j->overlay;
-		for (i = 0; i < b->nlayers && n < max; i++)
-			expect[n++] = b->layers[i].filename;
-	} else {
-		int keep_top = g->req.verb == MERGE_COMMIT ? j->top : 1;
-
-		for (i = 0; i < keep_top && n < max; i++)
-			expect[n++] = b->layers[i].filename;
-		for (i = j->base; i < b->nlayers && n < max; i++)
-			expect[n++] = b->layers[i].filename;
-	}
+	if (changed && !g->req.dry_run)
+		return g_plan_chain_after(g->req.verb, b, j->top, j->base, j->overlay, expect, max);
+	for (i = 0; i < b->nlayers && n < max; i++)
+		expect[n++] = b->layers[i].filename;
 	return n;
 }
 

@@ -14,6 +14,7 @@
  * (its comment draws the whole machine). Each phase lives in a file of its own,
  * in the order a run goes through them:
  *   group-resolve.c  read jobs and chains, resolve the request    P_FETCH
+ *     group-plan.c   the plan: request + chains -> each disk's change (pure)
  *   group-prepare.c  journal the intent (volumes, later)           P_FETCH
  *   group-act.c      snapshot transaction (quiesced) or job starts P_START
  *   group-barrier.c  wait until every job can pivot, or cancel all P_RUN, P_ABORT
