@@ -134,13 +134,6 @@ struct host *cli_host(struct cli_ctx *ctx)
 	return ctx->host;
 }
 
-const struct merge_fileops *cli_fileops(struct cli_ctx *ctx)
-{
-	static struct merge_host_files files;
-
-	return merge_files_on_host(&files, cli_host(ctx));
-}
-
 int cli_connect(struct cli_ctx *ctx)
 {
 	struct lm_error err;

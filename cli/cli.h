@@ -83,12 +83,10 @@ int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
  * tr_new_ex on ctx->loop. NULL with err on failure. */
 struct tr *cli_transport(struct cli_ctx *ctx, const char *target, struct lm_error *err);
 
-/* How the engine reaches the VM's image files: for an ssh:// target over
- * the monitor's session (SFTP, else exec; ctx->conn at the time of each call),
- * else NULL (this host's filesystem). Points to static storage. */
-/* The VM's host (made at the first call; exits 3 if it cannot be). */
+/* The VM's host, where its image files are: for an ssh:// target that host
+ * (over the SSH session its monitor uses), else this machine. Made at the
+ * first call; exits 3 if it cannot be (never this machine in its place). */
 struct host *cli_host(struct cli_ctx *ctx);
-const struct merge_fileops *cli_fileops(struct cli_ctx *ctx);
 
 /* Run one command and wait: 0 with *ret owned by the caller, or -1 and err. */
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,

@@ -99,7 +99,7 @@ static int cli_recover_run(struct cli_ctx *ctx, struct merge_journal *j, int ver
 		.message = cli_recover_msg,
 		.left = cli_recover_left,
 		.arg = &ui,
-		.files = cli_fileops(ctx),
+		.host = cli_host(ctx),
 	};
 	struct lm_error err;
 	enum merge_outcome r;

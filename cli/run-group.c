@@ -329,8 +329,8 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 			goto out;
 		jreq.journal = journal;
 	}
-	if (jreq.files == NULL)
-		jreq.files = cli_fileops(ctx); /* ssh://: the images are on that host */
+	if (jreq.host == NULL)
+		jreq.host = cli_host(ctx); /* ssh://: the images are on that host */
 	ev_signal_init(&r->sigint, run_signal_cb, SIGINT);
 	ev_signal_init(&r->sigterm, run_signal_cb, SIGTERM);
 	r->sigint.data = r->sigterm.data = r;

@@ -69,6 +69,7 @@ struct host {
 	char *where;
 	struct tr_opts opts; /* identities and known_hosts owned */
 	int no_sftp, no_exec;
+	void *impl_data; /* another kind's own (tests/fakehost.c) */
 };
 
 /* host.c */

@@ -36,6 +36,13 @@ struct host *host_new(const char *target, const struct tr_opts *opts, struct lm_
 	return h;
 }
 
+struct host *host_new_local(struct ev_loop *loop, struct lm_error *err)
+{
+	struct tr_opts o = { .loop = loop };
+
+	return host_new(NULL, &o, err);
+}
+
 const char *host_where(const struct host *h)
 {
 	return h != NULL ? h->where : NULL;

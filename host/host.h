@@ -46,6 +46,8 @@ enum host_file_kind {
  * err (USAGE, NOMEM).
  */
 struct host *host_new(const char *target, const struct tr_opts *opts, struct lm_error *err);
+/* This machine as a host, on loop. NULL with err (NOMEM). */
+struct host *host_new_local(struct ev_loop *loop, struct lm_error *err);
 /* Cancel what still runs (no callback) and free; NULL is fine. */
 void host_free(struct host *h);
 /* Where the host is, for messages: NULL for this machine, else "HOST". */

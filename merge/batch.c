@@ -13,8 +13,7 @@
 struct bvm {
 	struct merge_batch *b;
 	int idx;
-	struct host *host;               /* where its image files are */
-	struct merge_host_files files;
+	struct host *host; /* where its image files are */
 	struct qmp_conn *conn;
 	struct qga *qga;
 	struct merge_journal *journal;
@@ -201,7 +200,7 @@ static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 		bvm_fail(v, MERGE_CONN_FAILED, &e);
 		return;
 	}
-	v->req.files = merge_files_on_host(&v->files, v->host);
+	v->req.host = v->host;
 	v->g = merge_group_start(c, &v->req, &cbs, v, &e);
 	if (v->g == NULL)
 		bvm_fail(v, e.code == LM_ERR_USAGE ? MERGE_BAD_REQUEST : MERGE_FAILED, &e);

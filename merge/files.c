@@ -6,154 +6,8 @@
 
 #include "../host/host.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-/* ---- this host ------------------------------------------------------------- */
-
-static enum merge_file_kind files_kind(mode_t m)
-{
-	if (S_ISREG(m))
-		return MERGE_FILE_REGULAR;
-	if (S_ISBLK(m))
-		return MERGE_FILE_BLOCK;
-	if (S_ISLNK(m))
-		return MERGE_FILE_SYMLINK;
-	return MERGE_FILE_OTHER;
-}
-
-static int files_local_exists(const char *path, void *arg, struct lm_error *err)
-{
-	struct stat st;
-
-	(void)arg;
-	if (lstat(path, &st) == 0)
-		return 1;
-	if (errno == ENOENT)
-		return 0;
-	return lm_error_set(err, LM_ERR_IO, "cannot check %s: %s", path, strerror(errno));
-}
-
-static int files_local_remove(const char *path, void *arg, struct lm_error *err)
-{
-	(void)arg;
-	if (unlink(path) == 0 || errno == ENOENT)
-		return 0;
-	return lm_error_set(err, LM_ERR_IO, "cannot delete %s: %s", path, strerror(errno));
-}
-
-static long files_local_read_head(const char *path, void *buf, size_t len,
-				  enum merge_file_kind *kind, void *arg, struct lm_error *err)
-{
-	struct stat st, fst;
-	ssize_t n;
-	size_t done = 0;
-	int fd;
-
-	(void)arg;
-	if (lstat(path, &st) < 0) {
-		if (errno == ENOENT) {
-			*kind = MERGE_FILE_NONE;
-			return 0;
-		}
-		return lm_error_set(err, LM_ERR_IO, "cannot check %s: %s", path, strerror(errno));
-	}
-	*kind = files_kind(st.st_mode);
-	if (*kind != MERGE_FILE_REGULAR && *kind != MERGE_FILE_BLOCK)
-		return 0;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return lm_error_set(err, LM_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-	/* the path may have been swapped between lstat and open */
-	if (fstat(fd, &fst) < 0 || fst.st_dev != st.st_dev || fst.st_ino != st.st_ino) {
-		close(fd);
-		return lm_error_set(err, LM_ERR_IO, "cannot read %s: it changed while being opened",
-				    path);
-	}
-	while (done < len) {
-		n = pread(fd, (char *)buf + done, len - done, (off_t)done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			lm_error_set(err, LM_ERR_IO, "cannot read %s: %s", path, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	close(fd);
-	return (long)done;
-}
-
-const struct merge_fileops *merge_files_local(void)
-{
-	static const struct merge_fileops local = {
-		.exists = files_local_exists,
-		.remove = files_local_remove,
-		.read_head = files_local_read_head,
-	};
-
-	return &local;
-}
-
-/* ---- another host's files (host/) --------------------------------------------- */
-
-static enum merge_file_kind files_host_kind(enum host_file_kind k)
-{
-	return k == HOST_FILE_REGULAR	? MERGE_FILE_REGULAR
-	       : k == HOST_FILE_BLOCK	? MERGE_FILE_BLOCK
-	       : k == HOST_FILE_SYMLINK ? MERGE_FILE_SYMLINK
-	       : k == HOST_FILE_OTHER	? MERGE_FILE_OTHER
-					: MERGE_FILE_NONE;
-}
-
-static int files_host_exists(const char *path, void *arg, struct lm_error *err)
-{
-	struct merge_host_files *hf = arg;
-	enum host_file_kind k;
-	char b[1];
-
-	if (host_look_wait(hf->h, path, b, 0, &k, err) < 0)
-		return -1;
-	return k != HOST_FILE_NONE;
-}
-
-static int files_host_remove(const char *path, void *arg, struct lm_error *err)
-{
-	struct merge_host_files *hf = arg;
-
-	return host_remove_wait(hf->h, path, err);
-}
-
-static long files_host_read_head(const char *path, void *buf, size_t len,
-				 enum merge_file_kind *kind, void *arg, struct lm_error *err)
-{
-	struct merge_host_files *hf = arg;
-	enum host_file_kind k = HOST_FILE_NONE;
-	long n = host_look_wait(hf->h, path, buf, len, &k, err);
-
-	*kind = files_host_kind(k);
-	return n;
-}
-
-const struct merge_fileops *merge_files_on_host(struct merge_host_files *hf, struct host *h)
-{
-	if (h == NULL || host_where(h) == NULL)
-		return NULL; /* this machine: the engine's default */
-	hf->h = h;
-	hf->ops.exists = files_host_exists;
-	hf->ops.remove = files_host_remove;
-	hf->ops.read_head = files_host_read_head;
-	hf->ops.arg = hf;
-	hf->ops.where = host_where(h);
-	return &hf->ops;
-}
 
 /* ---- image headers ------------------------------------------------------------ */
 
@@ -278,34 +132,19 @@ int merge_image_backing_is(const struct merge_image *img, const char *image_path
 	return strcmp(a, b) == 0;
 }
 
-int merge_image_verify(const struct merge_fileops *files, const char *path, const char *format,
-		       const char *expect_backing, char *why, size_t whylen)
+int merge_image_check(const struct host_file *f, const char *path, const char *format,
+		      const char *expect_backing, char *why, size_t whylen)
 {
-	static unsigned char head[MERGE_IMAGE_HEAD];
-	enum merge_file_kind kind = MERGE_FILE_NONE;
 	struct merge_image img;
-	struct lm_error e;
-	long n;
 
-	if (files == NULL)
-		files = merge_files_local();
-	if (files->read_head == NULL) {
-		snprintf(why, whylen, "its header cannot be read where it lives");
-		return -1;
-	}
-	n = files->read_head(path, head, sizeof(head), &kind, files->arg, &e);
-	if (n < 0) {
-		snprintf(why, whylen, "%s", e.msg);
-		return -1;
-	}
-	switch (kind) {
-	case MERGE_FILE_REGULAR:
-	case MERGE_FILE_BLOCK:
+	switch (f->kind) {
+	case HOST_FILE_REGULAR:
+	case HOST_FILE_BLOCK:
 		break;
-	case MERGE_FILE_NONE:
+	case HOST_FILE_NONE:
 		snprintf(why, whylen, "it does not exist");
 		return -1;
-	case MERGE_FILE_SYMLINK:
+	case HOST_FILE_SYMLINK:
 		snprintf(why, whylen, "it is a symbolic link");
 		return -1;
 	default:
@@ -317,7 +156,7 @@ int merge_image_verify(const struct merge_fileops *files, const char *path, cons
 			 format ? format : "unknown");
 		return -1;
 	}
-	if (merge_image_parse(head, (size_t)n, &img, why, whylen) < 0)
+	if (merge_image_parse(f->head, f->len, &img, why, whylen) < 0)
 		return -1;
 	if (strcmp(img.format, "qcow2") != 0) {
 		snprintf(why, whylen, "it holds no qcow2 header");
@@ -336,4 +175,22 @@ int merge_image_verify(const struct merge_fileops *files, const char *path, cons
 		return -1;
 	}
 	return 0;
+}
+
+int merge_image_verify(struct host *h, const char *path, const char *format,
+		       const char *expect_backing, char *why, size_t whylen)
+{
+	static unsigned char head[MERGE_IMAGE_HEAD];
+	struct host_file f = { HOST_FILE_NONE, head, 0 };
+	struct lm_error e;
+	long n = h != NULL ? host_look_wait(h, path, head, sizeof(head), &f.kind, &e) : -1;
+
+	if (h == NULL)
+		lm_error_set(&e, LM_ERR_USAGE, "no host to read it on");
+	if (n < 0) {
+		snprintf(why, whylen, "%s", e.msg);
+		return -1;
+	}
+	f.len = (size_t)n;
+	return merge_image_check(&f, path, format, expect_backing, why, whylen);
 }

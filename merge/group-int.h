@@ -107,6 +107,10 @@ struct merge_group {
 	int unknown; /* whatever happens next, the end is MERGE_UNKNOWN */
 	int journal_failed;
 	int journaled; /* the intent is in the journal */
+	struct host *own_host; /* this machine, when the request named no host */
+	struct g_hop *hops;    /* host operations out (group-files.c) */
+	int finish_waits;      /* the end waits for them */
+	int del_i, del_k;      /* deleting: the job and layer next */
 	int cancel_requested;
 	int refs; /* the group + every command in flight */
 	int abandoned;
@@ -224,7 +228,18 @@ void g_verify(struct merge_group *g);
 void g_cleanup(struct merge_group *g);
 void g_release_removed(struct merge_group *g);
 void g_settled(struct merge_group *g);
-int g_file_exists(struct merge_group *g, const char *path, struct lm_error *err);
+
+/* group-files.c: the VM's host */
+struct g_hop;
+struct host *g_host(struct merge_group *g);
+void g_check_overlays(struct merge_group *g);
 void g_remove_our_overlays(struct merge_group *g);
+void g_delete_removed(struct merge_group *g);
+void g_hops_cancel(struct merge_group *g);
+int g_hops_hold_finish(struct merge_group *g);
+
+/* group-resolve.c */
+int g_bad(struct merge_group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void g_probe_overlays(struct merge_group *g);
 
 #endif

@@ -17,8 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_bad(struct merge_group *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int g_bad(struct merge_group *g, const char *fmt, ...)
+int g_bad(struct merge_group *g, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -32,7 +31,8 @@ static int g_bad(struct merge_group *g, const char *fmt, ...)
 }
 
 /* Resolve the request against the chains: the plan (group-plan.c) into the
- * job table, then whether each snapshot overlay exists already. */
+ * job table. Whether each snapshot overlay exists already is asked of the
+ * host next (g_check_overlays). */
 static int g_resolve(struct merge_group *g)
 {
 	struct merge_target *targets = calloc((size_t)g->n, sizeof(*targets));
@@ -76,22 +76,6 @@ static int g_resolve(struct merge_group *g)
 		g->have_err = 1;
 		g->outcome = e.code == LM_ERR_USAGE ? MERGE_BAD_REQUEST : MERGE_FAILED;
 		return -1;
-	}
-	for (i = 0; g->req.verb == MERGE_SNAPSHOT && i < g->n; i++) {
-		struct gjob *j = &g->jobs[i];
-
-		r = g_file_exists(g, j->overlay, &e);
-		if (r < 0 && e.code == LM_ERR_UNSUPPORTED)
-			j->probe = 1, r = 0; /* g_probe_overlays asks QEMU */
-		else if (r < 0)
-			return g_bad(g, "%s", e.msg);
-		if (r == 1)
-			return g_bad(g, "%s: overlay %s exists already%s%s; refusing to overwrite it",
-				     j->name, j->overlay,
-				     g->req.files != NULL && g->req.files->where ? " on " : "",
-				     g->req.files != NULL && g->req.files->where ? g->req.files->where
-										 : "");
-		j->overlay_ours = 1;
 	}
 	return 0;
 }
@@ -166,8 +150,7 @@ static void g_probe_closed(struct merge_group *g, struct gjob *j, json_object *r
 static void g_probed(struct merge_group *g, struct gjob *j, json_object *ret,
 		     const struct lm_error *err)
 {
-	const char *host = g->req.files != NULL && g->req.files->where ? g->req.files->where
-								       : "the VM's host";
+	const char *host = host_where(g_host(g)) ? host_where(g_host(g)) : "the VM's host";
 
 	(void)ret;
 	if (err != NULL && g_is_conn_error(err)) {
@@ -200,7 +183,7 @@ static void g_probed(struct merge_group *g, struct gjob *j, json_object *ret,
  * exists. "Does not exist" only on QEMU's word that it does not; anything
  * else refuses (test-ssh-bare).
  */
-static void g_probe_overlays(struct merge_group *g)
+void g_probe_overlays(struct merge_group *g)
 {
 	int i;
 
@@ -236,7 +219,7 @@ static void g_fetched(struct merge_group *g)
 		g_finish(g);
 		return;
 	}
-	g_probe_overlays(g);
+	g_check_overlays(g); /* group-files.c; then g_probe_overlays */
 }
 
 static void g_chains_fetched(struct merge_chains *ch, const struct lm_error *err, void *arg)

@@ -107,6 +107,7 @@ void g_unref(struct merge_group *g)
 	merge_chains_free(g->after);
 	json_object_put(g->jobs_before);
 	json_object_put(g->left);
+	host_free(g->own_host);
 	free(g);
 }
 
@@ -343,8 +344,8 @@ static void g_end(struct merge_group *g)
 /* The end, from any phase: done runs once. */
 void g_finish(struct merge_group *g)
 {
-	if (g->done)
-		return;
+	if (g->done || g_hops_hold_finish(g))
+		return; /* the host's answers end it */
 	g_advance(g, P_DONE);
 }
 
@@ -637,6 +638,13 @@ struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_req
 	}
 	g->req.targets = NULL; /* the caller's; copied above */
 	g->loop = qmp_conn_loop(c);
+	if (g->req.host == NULL) {
+		if ((g->own_host = host_new_local(g->loop, err)) == NULL) {
+			g->refs = 1;
+			g_unref(g);
+			return NULL;
+		}
+	}
 	g->frozen_ms = -1;
 	if (g->req.freeze_limit <= 0)
 		g->req.freeze_limit = 10;
@@ -685,6 +693,7 @@ void merge_group_free(struct merge_group *g)
 		g->abandoned = 1;
 		ev_timer_stop(g->loop, &g->poll);
 		qmp_conn_set_event_cb(g->c, NULL, NULL);
+		g_hops_cancel(g);
 	}
 	g_unref(g);
 }

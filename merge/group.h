@@ -29,6 +29,7 @@
 #include "../qmp/conn.h"
 #include "../qmp/qga.h"
 #include "chain.h"
+#include "../host/host.h"
 #include "files.h"
 #include "journal.h"
 
@@ -63,7 +64,8 @@ struct merge_request {
 	int adopt; /* commit/stream after a lost monitor: take over the jobs of
 		      ours QEMU still has (the journal's operation goes on)
 		      instead of refusing them */
-	const struct merge_fileops *files; /* NULL: the local filesystem */
+	struct host *host; /* the VM's host, where its image files are (borrowed;
+			      NULL: this machine) */
 };
 
 /* Outcomes; the values are the CLI's exit codes. */

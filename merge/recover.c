@@ -20,6 +20,7 @@ struct rec {
 	struct ev_loop *loop;
 	struct merge_journal *j;
 	const struct merge_recover_opts *o;
+	struct host *host, *own_host;
 	json_object *entries, *intent;
 	struct lm_error err;
 };
@@ -317,23 +318,33 @@ static int rec_in_any_chain(const struct merge_chains *ch, const char *file)
 	return 0;
 }
 
-static const struct merge_fileops *rec_files(struct rec *r)
+/* The VM's host (recovery waits for it: host_*_wait run the loop). */
+static struct host *rec_host(struct rec *r)
 {
-	return r->o->files != NULL ? r->o->files : merge_files_local();
+	struct lm_error e;
+
+	if (r->host == NULL && (r->host = r->own_host = host_new_local(r->loop, &e)) == NULL)
+		rec_msg(r, "%s", e.msg);
+	return r->host;
 }
 
 static int rec_file_exists(struct rec *r, const char *path)
 {
+	enum host_file_kind kind = HOST_FILE_NONE;
 	struct lm_error e;
+	char b[1];
 
-	return rec_files(r)->exists(path, rec_files(r)->arg, &e) == 1;
+	return rec_host(r) != NULL && host_look_wait(r->host, path, b, 0, &kind, &e) == 0 &&
+	       kind != HOST_FILE_NONE;
 }
 
 static int rec_remove_file(struct rec *r, const char *path)
 {
 	struct lm_error e;
 
-	if (rec_files(r)->remove(path, rec_files(r)->arg, &e) < 0) {
+	if (rec_host(r) == NULL)
+		return -1;
+	if (host_remove_wait(r->host, path, &e) < 0) {
 		rec_msg(r, "%s", e.msg);
 		return -1;
 	}
@@ -459,7 +470,7 @@ static int rec_chain_on_disk(struct rec *r, const struct merge_disk *md, char *w
 	int k;
 
 	for (k = 0; k + 1 < md->nlayers; k++) {
-		if (merge_image_verify(rec_files(r), md->layers[k].filename, md->layers[k].format,
+		if (merge_image_verify(rec_host(r), md->layers[k].filename, md->layers[k].format,
 				       md->layers[k + 1].filename, w, sizeof(w)) < 0) {
 			snprintf(why, len, "%s in the live chain: %s", md->layers[k].filename, w);
 			return 0;
@@ -530,7 +541,7 @@ static int rec_removable(struct rec *r, json_object *d, const char *file, char *
 		snprintf(why, len, "it is not in the chain the journal recorded before the operation");
 		return -1;
 	}
-	return merge_image_verify(rec_files(r), file, "qcow2",
+	return merge_image_verify(rec_host(r), file, "qcow2",
 				  k + 1 < n ? json_object_get_string(
 						      json_object_array_get_idx(before, k + 1))
 					    : NULL,
@@ -555,7 +566,8 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 				 enum merge_recovered *what, struct lm_error *err)
 {
 	struct merge_recover_opts no_opts = { 0 };
-	struct rec r = { .c = c, .loop = qmp_conn_loop(c), .j = j, .o = opts ? opts : &no_opts };
+	struct rec r = { .c = c, .loop = qmp_conn_loop(c), .j = j, .o = opts ? opts : &no_opts,
+			 .host = opts ? opts->host : NULL };
 	struct merge_chains *ch = NULL;
 	json_object *disks;
 	const char *verb;
@@ -720,5 +732,6 @@ conn_failed:
 out:
 	merge_chains_free(ch);
 	json_object_put(r.entries);
+	host_free(r.own_host);
 	return out;
 }

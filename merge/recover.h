@@ -39,7 +39,8 @@ struct merge_recover_opts {
 	 * (told through message too); NULL: the message only */
 	void (*left)(const char *disk, const char *file, const char *why, void *arg);
 	void *arg;
-	const struct merge_fileops *files; /* NULL: the local filesystem */
+	struct host *host; /* the VM's host, where its image files are (borrowed;
+			      NULL: this machine) */
 	double timeout; /* for jobs to end, s (0: 120) */
 };
 

@@ -695,11 +695,6 @@ const char *qmp_conn_desc(const struct qmp_conn *c)
 	return c->t->desc;
 }
 
-struct tr *qmp_conn_transport(const struct qmp_conn *c)
-{
-	return c->t;
-}
-
 int qmp_conn_pending(const struct qmp_conn *c)
 {
 	return c->npending;

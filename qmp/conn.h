@@ -88,10 +88,6 @@ int qmp_conn_qemu_version(const struct qmp_conn *c);
 /* The transport's description (the target string). */
 const char *qmp_conn_desc(const struct qmp_conn *c);
 
-/* The connection's transport (borrowed: valid until qmp_conn_free). For
- * calls that do not disturb the connection, e.g. tr_ssh_file_exists. */
-struct tr *qmp_conn_transport(const struct qmp_conn *c);
-
 /* Number of commands in flight or waiting to be sent. */
 int qmp_conn_pending(const struct qmp_conn *c);
 

@@ -37,6 +37,7 @@
 
 #include "../merge/group.h"
 #include "../merge/journal.h"
+#include "fakehost.h"
 #include "fakeqmp.h"
 #include "testutil.h"
 
@@ -411,6 +412,7 @@ static void fixfile_free(struct fixfile *ff)
 
 struct fixture {
 	struct ev_loop *loop;
+	struct host *host; /* a fake one, when a test sets it */
 	struct fq *fq;
 	struct qmp_conn *c;
 	struct merge_group *g;
@@ -500,6 +502,7 @@ static int teardown(void **state)
 
 	ev_timer_stop(fx->loop, &fx->cancel_timer);
 	merge_group_free(fx->g);
+	host_free(fx->host);
 	qmp_conn_free(fx->c);
 	fq_free(fx->fq);
 	merge_journal_close(fx->journal);
@@ -1699,93 +1702,6 @@ static void test_leftover_concluded_dismissed(void **state)
 
 /* ------------------------------------------------------------ tests: snapshot */
 
-struct fops {
-	char exists[4][256];
-	int nexists;
-	int checked;
-	char removed[4][256];
-	int nremoved;
-	/* what read_head finds: path, its kind, the backing its qcow2 header names
-	 * (NULL: none; "" with text set: not an image at all) */
-	struct {
-		const char *path, *backing, *text;
-		enum merge_file_kind kind;
-	} head[8];
-	int nhead;
-};
-
-static void fops_head(struct fops *f, const char *path, enum merge_file_kind kind,
-		      const char *backing, const char *text)
-{
-	f->head[f->nhead].path = path;
-	f->head[f->nhead].kind = kind;
-	f->head[f->nhead].backing = backing;
-	f->head[f->nhead++].text = text;
-}
-
-/* A qcow2 v3 header naming backing at offset 512, as qemu-img writes it. */
-static long fops_read_head(const char *path, void *buf, size_t len, enum merge_file_kind *kind,
-			   void *arg, struct lm_error *err)
-{
-	struct fops *f = arg;
-	unsigned char *p = buf;
-	int i;
-
-	(void)err;
-	*kind = MERGE_FILE_NONE;
-	for (i = 0; i < f->nhead && strcmp(f->head[i].path, path) != 0; i++)
-		;
-	if (i == f->nhead)
-		return 0;
-	*kind = f->head[i].kind;
-	if (*kind != MERGE_FILE_REGULAR && *kind != MERGE_FILE_BLOCK)
-		return 0;
-	assert_true(len >= 1024);
-	memset(p, 0, 1024);
-	if (f->head[i].text != NULL) {
-		memcpy(p, f->head[i].text, strlen(f->head[i].text));
-		return (long)strlen(f->head[i].text);
-	}
-	memcpy(p, "QFI\xfb\0\0\0\3", 8);
-	p[103] = 104; /* header length */
-	if (f->head[i].backing != NULL) {
-		size_t n = strlen(f->head[i].backing);
-
-		p[14] = 2; /* backing name at 512 */
-		p[19] = (unsigned char)n;
-		memcpy(p + 512, f->head[i].backing, n);
-	}
-	return 1024;
-}
-
-static int fops_exists(const char *path, void *arg, struct lm_error *err)
-{
-	struct fops *f = arg;
-
-	(void)err;
-	f->checked++;
-	for (int i = 0; i < f->nexists; i++)
-		if (strcmp(f->exists[i], path) == 0)
-			return 1;
-	return 0;
-}
-
-/* A host that offers no file access (ssh with neither SFTP nor exec). */
-static int fops_cannot_tell(const char *path, void *arg, struct lm_error *err)
-{
-	(void)arg;
-	return lm_error_set(err, LM_ERR_UNSUPPORTED, "cannot check %s: no file access", path);
-}
-
-static int fops_remove(const char *path, void *arg, struct lm_error *err)
-{
-	struct fops *f = arg;
-
-	(void)err;
-	snprintf(f->removed[f->nremoved++], sizeof(f->removed[0]), "%s", path);
-	return 0;
-}
-
 static void snapshot_paths(struct fixture *fx, char *pa, char *pb, size_t len)
 {
 	snprintf(pa, len, "%s/vda.snap.qcow2", fx->tmp);
@@ -1813,13 +1729,13 @@ static void test_snapshot_two_disks(void **state)
 	const struct merge_target t[2] = { { .disk = "vda", .overlay = pa },
 					   { .disk = "vdb", .overlay = pb } };
 	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 2, .targets = t };
-	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove, .arg = &fo };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
 	struct tvm after = fx->vm;
 	json_object *actions, *d, *nn;
 
 	snapshot_paths(fx, pa, pb, sizeof(pa));
-	req.files = &ops;
+	req.host = h;
 	vm_snapshot(&after, "vda", pa, "snap-a");
 	vm_snapshot(&after, "vdb", pb, "snap-b");
 	s_begin(fx, "[]");
@@ -1844,8 +1760,8 @@ static void test_snapshot_two_disks(void **state)
 		assert_true(json_object_object_get_ex(d2, "snapshot-node-name", &nn2));
 		assert_string_not_equal(json_object_get_string(nn), json_object_get_string(nn2));
 	}
-	assert_true(fo.checked >= 2);
-	assert_int_equal(fo.nremoved, 0);
+	assert_true(fakehost_looks(fh) >= 2);
+	assert_int_equal(fakehost_removes(fh), 0);
 	snprintf(want, sizeof(want), "%s,/tmp/lm-fixtures/a.1.qcow2,/tmp/lm-fixtures/a.0.qcow2",
 		 pa);
 	assert_result_chain(fx, "vda", want);
@@ -1910,13 +1826,15 @@ static void probe_case(void **state, const char *answer_b)
 	const struct merge_target t[2] = { { .disk = "vda", .overlay = pa },
 					   { .disk = "vdb", .overlay = pb } };
 	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 2, .targets = t };
-	struct merge_fileops ops = { .exists = fops_cannot_tell, .remove = fops_remove,
-				     .where = "host7" };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
 	struct tvm after = fx->vm;
 	int h1, h2;
 
 	snapshot_paths(fx, pa, pb, sizeof(pa));
-	req.files = &ops;
+	req.host = h;
+	fakehost_set_where(h, "host7");
+	fakehost_fail_looks(fh, LM_ERR_UNSUPPORTED);
 	vm_snapshot(&after, "vda", pa, "snap-a");
 	vm_snapshot(&after, "vdb", pb, "snap-b");
 	s_begin(fx, "[]");
@@ -2000,13 +1918,13 @@ static void test_dry_run_commit(void **state)
 {
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
-	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove, .arg = &fo };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
 	json_object *v;
 
 	req.dry_run = 1;
 	req.delete_removed = 1; /* ... and still nothing is deleted */
-	req.files = &ops;
+	req.host = h;
 	s_begin(fx, "[]");
 	s_fetch(fx, &fx->vm, NULL); /* the read-back: queries are allowed */
 	fx_start(fx, &req);
@@ -2018,7 +1936,7 @@ static void test_dry_run_commit(void **state)
 	assert_string_equal(cmd_arg(fx, 10, "node-name"), "vda-top");
 	assert_true(json_object_object_get_ex(fx->result, "dry-run", &v));
 	assert_true(json_object_get_boolean(v));
-	assert_int_equal(fo.nremoved, 0);
+	assert_int_equal(fakehost_removes(fh), 0);
 }
 
 /* --delete: after the chains are verified and the nodes released, the
@@ -2027,23 +1945,21 @@ static void test_commit_delete_removed(void **state)
 {
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
-	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove,
-				     .read_head = fops_read_head, .arg = &fo };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
 
 	req.delete_removed = 1;
-	req.files = &ops;
+	req.host = h;
 	/* on disk: each removed layer names the layer below it; each base,
 	 * now the active layer, names what it named before */
-	fops_head(&fo, "/tmp/lm-fixtures/a.1.qcow2", MERGE_FILE_REGULAR,
-		  "/tmp/lm-fixtures/a.0.qcow2", NULL);
-	fops_head(&fo, "/tmp/lm-fixtures/a.0.qcow2", MERGE_FILE_REGULAR, NULL, NULL);
-	fops_head(&fo, fx->fb[0], MERGE_FILE_REGULAR, fx->fb[1], NULL);
-	fops_head(&fo, fx->fb[1], MERGE_FILE_REGULAR, fx->fb[2], NULL);
+	fakehost_qcow2(fh, "/tmp/lm-fixtures/a.1.qcow2", "/tmp/lm-fixtures/a.0.qcow2", NULL);
+	fakehost_qcow2(fh, "/tmp/lm-fixtures/a.0.qcow2", NULL, NULL);
+	fakehost_qcow2(fh, fx->fb[0], fx->fb[1], NULL);
+	fakehost_qcow2(fh, fx->fb[1], fx->fb[2], NULL);
 	run_happy_commit(fx, &req);
-	assert_int_equal(fo.nremoved, 2);
-	assert_string_equal(fo.removed[0], "/tmp/lm-fixtures/a.1.qcow2");
-	assert_string_equal(fo.removed[1], fx->fb[0]);
+	assert_int_equal(fakehost_removes(fh), 2);
+	assert_true(fakehost_removed(fh, "/tmp/lm-fixtures/a.1.qcow2"));
+	assert_true(fakehost_removed(fh, fx->fb[0]));
 	assert_msg(fx, "vda: deleted /tmp/lm-fixtures/a.1.qcow2");
 	assert_null(json_object_object_get(fx->result, "left"));
 }
@@ -2055,31 +1971,31 @@ static void delete_refused(void **state, const char *which, const char *why)
 {
 	struct fixture *fx = *state;
 	struct merge_request req = commit_req(both, 2);
-	struct fops fo = { .nexists = 0 };
-	struct merge_fileops ops = { .exists = fops_exists, .remove = fops_remove,
-				     .read_head = fops_read_head, .arg = &fo };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
 	const char *a1 = "/tmp/lm-fixtures/a.1.qcow2";
 	json_object *left, *l0;
 
 	req.delete_removed = 1;
-	req.files = &ops;
-	fops_head(&fo, "/tmp/lm-fixtures/a.0.qcow2", MERGE_FILE_REGULAR, NULL, NULL);
-	fops_head(&fo, fx->fb[0], MERGE_FILE_REGULAR, fx->fb[1], NULL);
-	fops_head(&fo, fx->fb[1], MERGE_FILE_REGULAR, fx->fb[2], NULL);
+	req.host = h;
+	fakehost_qcow2(fh, "/tmp/lm-fixtures/a.0.qcow2", NULL, NULL);
+	fakehost_qcow2(fh, fx->fb[0], fx->fb[1], NULL);
+	fakehost_qcow2(fh, fx->fb[1], fx->fb[2], NULL);
 	if (strcmp(which, "symlink") == 0) {
-		fops_head(&fo, a1, MERGE_FILE_SYMLINK, NULL, NULL);
+		fakehost_file(fh, a1, HOST_FILE_SYMLINK, NULL, 0);
 	} else if (strcmp(which, "text") == 0) {
-		fops_head(&fo, a1, MERGE_FILE_REGULAR, NULL, "root:x:0:0:root:/root:/bin/bash\n");
+		fakehost_qcow2(fh, a1, NULL, "root:x:0:0:root:/root:/bin/bash\n");
 	} else if (strcmp(which, "other-backing") == 0) {
-		fops_head(&fo, a1, MERGE_FILE_REGULAR, "/etc/other.qcow2", NULL);
+		fakehost_qcow2(fh, a1, "/etc/other.qcow2", NULL);
 	} else { /* the base, now active, names a backing it never had */
-		fo.head[0].backing = "/tmp/lm-fixtures/elsewhere.qcow2";
-		fops_head(&fo, a1, MERGE_FILE_REGULAR, "/tmp/lm-fixtures/a.0.qcow2", NULL);
+		fakehost_qcow2(fh, "/tmp/lm-fixtures/a.0.qcow2", "/tmp/lm-fixtures/elsewhere.qcow2",
+			       NULL);
+		fakehost_qcow2(fh, a1, "/tmp/lm-fixtures/a.0.qcow2", NULL);
 	}
 	run_happy_commit(fx, &req);
 	/* vdb's layer passed every check and went; vda's stayed, with the reason */
-	assert_int_equal(fo.nremoved, 1);
-	assert_string_equal(fo.removed[0], fx->fb[0]);
+	assert_int_equal(fakehost_removes(fh), 1);
+	assert_true(fakehost_removed(fh, fx->fb[0]));
 	assert_true(json_object_object_get_ex(fx->result, "left", &left));
 	assert_int_equal(json_object_array_length(left), 1);
 	l0 = json_object_array_get_idx(left, 0);

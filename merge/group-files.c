@@ -1,0 +1,368 @@
+/*
+ * merge/group: the engine's files on the VM's host (host/host.h), reached
+ * on the event loop like QEMU is: whether a snapshot overlay exists already
+ * (resolve), removing the overlays a refused snapshot left (act), and
+ * deleting the layers that left the chains, each checked on the host first
+ * (cleanup). Each host operation holds a reference on the group; the end
+ * (g_finish) waits until none is out, and abandoning the group cancels
+ * them.
+ */
+#include "group-int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct g_hop {
+	struct merge_group *g;
+	struct gjob *j;
+	struct host_op *op;
+	int k; /* a layer index, or -1 */
+	char *path;
+	void (*look)(struct g_hop *h, const struct host_file *f, const struct lm_error *err);
+	void (*done)(struct g_hop *h, const struct lm_error *err);
+	struct g_hop *next;
+};
+
+struct host *g_host(struct merge_group *g)
+{
+	return g->req.host != NULL ? g->req.host : g->own_host;
+}
+
+static const char *g_where(struct merge_group *g)
+{
+	return host_where(g_host(g));
+}
+
+static void g_hop_end(struct g_hop *h)
+{
+	struct merge_group *g = h->g;
+	struct g_hop **pp;
+
+	for (pp = &g->hops; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == h) {
+			*pp = h->next;
+			break;
+		}
+	free(h->path);
+	free(h);
+	if (g->hops == NULL && g->finish_waits && !g->done && !g->abandoned) {
+		g->finish_waits = 0;
+		g_finish(g);
+	}
+	g_unref(g);
+}
+
+static void g_hop_look_cb(void *arg, const struct host_file *f, const struct lm_error *err)
+{
+	struct g_hop *h = arg;
+
+	h->op = NULL;
+	if (!h->g->done && !h->g->abandoned)
+		h->look(h, f, err);
+	g_hop_end(h);
+}
+
+static void g_hop_done_cb(void *arg, const struct lm_error *err)
+{
+	struct g_hop *h = arg;
+
+	h->op = NULL;
+	if (!h->g->done && !h->g->abandoned)
+		h->done(h, err);
+	g_hop_end(h);
+}
+
+static struct g_hop *g_hop_new(struct merge_group *g, struct gjob *j, int k, const char *path)
+{
+	struct g_hop *h = calloc(1, sizeof(*h));
+
+	if (h == NULL || (h->path = strdup(path)) == NULL) {
+		free(h);
+		return NULL;
+	}
+	h->g = g;
+	h->j = j;
+	h->k = k;
+	h->next = g->hops;
+	g->hops = h;
+	g->refs++;
+	return h;
+}
+
+/* Look at path on the host (head bytes of it); cb gets the answer. 0, or -1
+ * (out of memory: err set). */
+static int g_look(struct merge_group *g, struct gjob *j, int k, const char *path, size_t head,
+		  void (*cb)(struct g_hop *, const struct host_file *, const struct lm_error *))
+{
+	struct g_hop *h = g_hop_new(g, j, k, path);
+
+	if (h != NULL) {
+		h->look = cb;
+		if ((h->op = host_look(g_host(g), path, head, g_hop_look_cb, h)) != NULL)
+			return 0;
+		g_hop_end(h);
+	}
+	g_errorf(g, LM_ERR_NOMEM, "out of memory");
+	return -1;
+}
+
+static int g_remove(struct merge_group *g, struct gjob *j, int k, const char *path,
+		    void (*cb)(struct g_hop *, const struct lm_error *))
+{
+	struct g_hop *h = g_hop_new(g, j, k, path);
+
+	if (h != NULL) {
+		h->done = cb;
+		if ((h->op = host_remove(g_host(g), path, g_hop_done_cb, h)) != NULL)
+			return 0;
+		g_hop_end(h);
+	}
+	g_errorf(g, LM_ERR_NOMEM, "out of memory");
+	return -1;
+}
+
+/* The group is abandoned: what runs on the host is stopped, no callback. */
+void g_hops_cancel(struct merge_group *g)
+{
+	while (g->hops != NULL) {
+		struct g_hop *h = g->hops;
+
+		host_op_cancel(h->op);
+		h->op = NULL;
+		g_hop_end(h);
+	}
+}
+
+/* Does g_finish have to wait for the host? Then it is called again. */
+int g_hops_hold_finish(struct merge_group *g)
+{
+	if (g->hops == NULL)
+		return 0;
+	g->finish_waits = 1;
+	return 1;
+}
+
+/* ------------------------------------------------------------ resolve */
+
+/* One answer about the overlays is in: after the last, refuse or go on. */
+static void g_overlays_checked(struct merge_group *g)
+{
+	if (--g->outstanding > 0)
+		return;
+	if (g->have_err) {
+		g_finish(g);
+		return;
+	}
+	g_probe_overlays(g);
+}
+
+static void g_overlay_looked(struct g_hop *h, const struct host_file *f,
+			     const struct lm_error *err)
+{
+	struct merge_group *g = h->g;
+	struct gjob *j = h->j;
+
+	if (err != NULL && err->code == LM_ERR_UNSUPPORTED) {
+		j->probe = 1; /* g_probe_overlays asks QEMU */
+	} else if (err != NULL) {
+		g_bad(g, "%s", err->msg);
+	} else if (f->kind != HOST_FILE_NONE) {
+		g_bad(g, "%s: overlay %s exists already%s%s; refusing to overwrite it", j->name,
+		      j->overlay, g_where(g) ? " on " : "", g_where(g) ? g_where(g) : "");
+	} else {
+		j->overlay_ours = 1;
+	}
+	g_overlays_checked(g);
+}
+
+/* Whether each snapshot overlay exists already, on the host; then the
+ * probes through QEMU for a host that cannot tell (g_probe_overlays). */
+void g_check_overlays(struct merge_group *g)
+{
+	int i;
+
+	g->outstanding = 1;
+	for (i = 0; g->req.verb == MERGE_SNAPSHOT && i < g->n; i++) {
+		if (g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 0, g_overlay_looked) < 0)
+			break;
+		g->outstanding++;
+	}
+	g_overlays_checked(g);
+}
+
+/* ------------------------------------------------------------ act */
+
+static void g_overlay_removed(struct g_hop *h, const struct lm_error *err)
+{
+	if (err != NULL)
+		g_msg(h->g, "%s: %s", h->j->name, err->msg);
+	else
+		g_msg(h->g, "%s: removed %s, created by this run", h->j->name, h->path);
+}
+
+static void g_our_overlay_looked(struct g_hop *h, const struct host_file *f,
+				 const struct lm_error *err)
+{
+	if (err != NULL || f->kind == HOST_FILE_NONE)
+		return;
+	(void)g_remove(h->g, h->j, -1, h->path, g_overlay_removed);
+}
+
+/* Remove the overlays this run created (never one that existed before);
+ * the end waits for it. */
+void g_remove_our_overlays(struct merge_group *g)
+{
+	int i;
+
+	for (i = 0; i < g->n; i++)
+		if (g->jobs[i].overlay_ours &&
+		    g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 0, g_our_overlay_looked) < 0)
+			return;
+}
+
+/* ------------------------------------------------------------ cleanup: delete */
+
+static void g_leave(struct merge_group *g, struct gjob *j, const char *file, const char *why)
+{
+	json_object *o = json_object_new_object();
+
+	if (g->left == NULL)
+		g->left = json_object_new_array();
+	json_object_object_add(o, "disk", json_object_new_string(j->name));
+	json_object_object_add(o, "file", json_object_new_string(file));
+	json_object_object_add(o, "why", json_object_new_string(why));
+	json_object_array_add(g->left, o);
+	g_msg(g, "%s: left %s: %s", j->name, file, why);
+}
+
+static int g_in_any_chain(const struct merge_chains *ch, const char *file)
+{
+	int i, k;
+
+	for (i = 0; ch != NULL && i < ch->ndisks; i++)
+		for (k = 0; k < ch->disks[i].nlayers; k++)
+			if (strcmp(ch->disks[i].layers[k].filename, file) == 0)
+				return 1;
+	return 0;
+}
+
+/* The layers of j that leave: [from, to) of its chain before. */
+static void g_leaving(struct merge_group *g, struct gjob *j, int *from, int *to)
+{
+	*from = g->req.verb == MERGE_COMMIT ? j->top : 1;
+	*to = j->base;
+}
+
+static void g_delete_next(struct merge_group *g);
+
+static void g_layer_removed(struct g_hop *h, const struct lm_error *err)
+{
+	if (err != NULL)
+		g_leave(h->g, h->j, h->path, err->msg);
+	else
+		g_msg(h->g, "%s: deleted %s", h->j->name, h->path);
+	g_delete_next(h->g);
+}
+
+/* A leaving layer as the host has it: delete it only if it is what the
+ * chain before said, naming the layer below it. */
+static void g_layer_looked(struct g_hop *h, const struct host_file *f,
+			   const struct lm_error *err)
+{
+	struct merge_group *g = h->g;
+	struct gjob *j = h->j;
+	const struct merge_disk *b = g_disk_before(g, j);
+	char why[600];
+
+	if (err != NULL) {
+		g_leave(g, j, h->path, err->msg);
+	} else if (merge_image_check(f, h->path, b->layers[h->k].format,
+				     h->k + 1 < b->nlayers ? b->layers[h->k + 1].filename : NULL,
+				     why, sizeof(why)) < 0) {
+		g_leave(g, j, h->path, why);
+	} else if (g_journal(g, "delete", j) < 0) {
+		g_leave(g, j, h->path, g->err.msg);
+	} else if (g_remove(g, j, h->k, h->path, g_layer_removed) == 0) {
+		return;
+	}
+	g_delete_next(g);
+}
+
+/* The image now holding a job's data, as the host has it: the layers that
+ * left go only if it names the expected backing in its own header. */
+static void g_holder_looked(struct g_hop *h, const struct host_file *f,
+			    const struct lm_error *err)
+{
+	struct merge_group *g = h->g;
+	struct gjob *j = h->j;
+	const struct merge_disk *b = g_disk_before(g, j);
+	int rw = h->k, below = g->req.verb == MERGE_COMMIT && j->active ? j->base + 1 : j->base;
+	int from, to, k;
+	char why[600], line[700];
+
+	if (err == NULL &&
+	    merge_image_check(f, h->path, b->layers[rw].format,
+			      below < b->nlayers ? b->layers[below].filename : NULL, why,
+			      sizeof(why)) == 0) {
+		g_delete_next(g);
+		return;
+	}
+	snprintf(line, sizeof(line), "the image now holding the data, %s, is not as expected on "
+		 "disk: %s", h->path, err != NULL ? err->msg : why);
+	g_leaving(g, j, &from, &to);
+	for (k = from; k < to; k++)
+		g_leave(g, j, b->layers[k].filename, line);
+	g->del_k = to; /* this job's layers are done */
+	g_delete_next(g);
+}
+
+/*
+ * Delete the layers that left the chains, one at a time, each only after
+ * checking it on the host, not on QEMU's word: the image that now holds the
+ * data names the expected backing in its own header; the layer is in no
+ * chain now, is a regular file or block device (no symlink followed), holds
+ * the format the chain reported and names the layer below it as recorded
+ * before the operation. Anything else is left in place, with the reason.
+ * g->del_i/del_k: the job and layer next; del_k -1: the job's holder.
+ */
+static void g_delete_next(struct merge_group *g)
+{
+	while (g->del_i < g->n) {
+		struct gjob *j = &g->jobs[g->del_i];
+		const struct merge_disk *b = g_disk_before(g, j);
+		int from, to, k;
+
+		g_leaving(g, j, &from, &to);
+		if (g->del_k < 0) {
+			int rw = g_rewritten_layer(g, j);
+
+			g->del_k = from;
+			if (g_look(g, j, rw, b->layers[rw].filename, MERGE_IMAGE_HEAD,
+				   g_holder_looked) == 0)
+				return;
+			continue;
+		}
+		k = g->del_k++;
+		if (k >= to) {
+			g->del_i++;
+			g->del_k = -1;
+			continue;
+		}
+		if (g_in_any_chain(g->after, b->layers[k].filename)) {
+			g_leave(g, j, b->layers[k].filename, "it is still in a chain");
+			continue;
+		}
+		if (g_look(g, j, k, b->layers[k].filename, MERGE_IMAGE_HEAD, g_layer_looked) == 0)
+			return;
+	}
+}
+
+/* After the settle: delete if asked, then the end (which waits for the
+ * host operations). */
+void g_delete_removed(struct merge_group *g)
+{
+	g->del_i = 0;
+	g->del_k = -1;
+	g_delete_next(g);
+}
