@@ -178,8 +178,7 @@ static void g_probed(struct merge_group *g, struct gjob *j, json_object *ret,
 }
 
 /*
- * For the overlays whose host offers no file access (ssh with neither SFTP
- * nor exec), ask QEMU: a read-only probe node on the path opens if it
+ * For the overlays whose host cannot tell (host_look: UNSUPPORTED), ask QEMU: a read-only probe node on the path opens if it
  * exists. "Does not exist" only on QEMU's word that it does not; anything
  * else refuses (test-ssh-bare).
  */
