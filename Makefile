@@ -54,7 +54,7 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HELP) $(BUILD)/liblivemerge.a tests/*.h
 	$(CC) $(LM_CFLAGS) $(CFLAGS) -o $@ $< $(TEST_HELP) $(BUILD)/liblivemerge.a $(LM_LIBS) -lcmocka
 
 # tests that compile a cli/ source in (cli/ is not part of the library)
-$(BUILD)/tests/test-escape: cli/escape.c cli/escape.h
+$(BUILD)/tests/test-escape: cli/escape.c cli/escape.h common/lm-escape.c
 
 # unit tests (cmocka)
 unit: $(BUILD)/livemerge $(TESTS)

@@ -19,6 +19,7 @@ struct merge_journal {
 	char *path;
 	int fd;
 	int64_t op; /* the current operation's number */
+	int in_op;  /* this handle began op and has not ended it */
 };
 
 static const char *crash_step;
@@ -359,8 +360,10 @@ int merge_journal_begin(struct merge_journal *j, json_object *entry, struct lm_e
 	journal_merge(o, entry);
 	r = journal_write(j, o, "intent", err);
 	json_object_put(o);
-	if (r == 0)
+	if (r == 0) {
 		j->op++;
+		j->in_op = 1;
+	}
 	return r;
 }
 
@@ -375,5 +378,12 @@ int merge_journal_step(struct merge_journal *j, const char *step, json_object *f
 	journal_merge(o, fields);
 	r = journal_write(j, o, step, err);
 	json_object_put(o);
+	if (r == 0 && strcmp(step, "end") == 0)
+		j->in_op = 0;
 	return r;
+}
+
+int merge_journal_in_op(const struct merge_journal *j)
+{
+	return j->in_op;
 }

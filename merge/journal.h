@@ -54,6 +54,10 @@ int merge_journal_begin(struct merge_journal *j, json_object *entry, struct lm_e
 int merge_journal_step(struct merge_journal *j, const char *step, json_object *fields,
 		       struct lm_error *err);
 
+/* 1 while an operation this handle began has not had its end: a step
+ * written now belongs to it. */
+int merge_journal_in_op(const struct merge_journal *j);
+
 /* For fault-injection tests: SIGKILL the process right after the entry for
  * step (or "step#N", its N-th occurrence) is on disk. NULL: never. */
 void merge_journal_set_crash_point(const char *step);

@@ -548,6 +548,34 @@ static int rec_removable(struct rec *r, json_object *d, const char *file, char *
 				  why, len);
 }
 
+/*
+ * An unfinished volume step journaled as an operation of its own (by
+ * watch: merge/volume.c): a volume grown stays grown, what the chains hold
+ * never changed, so recovery only closes it. A create or remove (only
+ * library users run those outside an operation) may or may not have
+ * happened: the message names the volume.
+ */
+static enum merge_outcome rec_volume_step(struct rec *r, const char *verb,
+					  enum merge_recovered *what, struct lm_error *err)
+{
+	const char *path = rec_str(r->intent, "path");
+	json_object *f = json_object_new_object();
+	int rc;
+
+	if (strcmp(verb, "extend") == 0)
+		rec_msg(r, "journal %s: an unfinished extension of %s: left as it is (grown or not, "
+			   "it holds what it held)", merge_journal_path(r->j), path);
+	else
+		rec_msg(r, "journal %s: an unfinished volume %s of %s: check it with the volume "
+			   "command's own tools", merge_journal_path(r->j), verb, path);
+	json_object_object_add(f, "outcome", json_object_new_int(MERGE_DONE));
+	json_object_object_add(f, "recovered", json_object_new_string("volume"));
+	rc = merge_journal_step(r->j, "end", f, err);
+	json_object_put(f);
+	*what = MERGE_REC_FINISHED;
+	return rc < 0 ? MERGE_UNKNOWN : MERGE_DONE;
+}
+
 int merge_journal_unfinished_has(struct merge_journal *j, const char *step)
 {
 	struct rec r = { 0 };
@@ -584,6 +612,13 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 	r.intent = json_object_array_get_idx(r.entries, 0);
 	verb = rec_str(r.intent, "verb");
 	disks = rec_arr(r.intent, "disks");
+	if (verb != NULL && disks == NULL && rec_str(r.intent, "path") != NULL &&
+	    (strcmp(verb, "extend") == 0 || strcmp(verb, "create") == 0 ||
+	     strcmp(verb, "remove") == 0)) {
+		out = rec_volume_step(&r, verb, what, err);
+		json_object_put(r.entries);
+		return out;
+	}
 	if (verb == NULL || disks == NULL || strcmp(rec_str(r.intent, "step"), "intent") != 0) {
 		/* an operation whose intent was lost cannot be reasoned about */
 		lm_error_set(err, LM_ERR_STATE, "journal %s: the unfinished operation has no intent",

@@ -7,7 +7,9 @@
  * beyond U+10FFFF, cut sequences), multi-line text, the JSON flavour (the
  * escaped text is JSON of the same value), truncation, and the line printer.
  *
- * cli/ is not in liblivemerge: the source is compiled in here.
+ * The rules live in the library (common/lm-escape.c); the CLI's wrappers in
+ * cli/escape.c. cli/ is not in liblivemerge: both sources are compiled in
+ * here (the test also uses the UTF-8 decoder, a static function).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #include "../cli/escape.c"
+#include "../common/lm-escape.c"
 
 /* Escaped n bytes of src (static buffer). */
 static const char *esc_n(const char *src, size_t n, int flags)
