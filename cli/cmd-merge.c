@@ -12,7 +12,8 @@ static int cmd_merge_exec(struct cli_ctx *ctx, int argc, char **argv);
 const struct cmd_entry cmd_commit_entry = {
 	.name = "commit",
 	.args_usage = "DISK [DISK...] [--top LAYER] [--base LAYER] [--speed BYTES] [--delete]\n"
-		      "       [--wait-for-space SECS]",
+		      "       [--wait-for-space SECS] [--volume-cmd CMD [--volume-timeout SECS]\n"
+		      "       [--chunk BYTES]]",
 	.summary = "merge a layer down into the one below, live; several disks pivot all or none",
 	.help = "\nMerges the data of --top (default: the active layer) down into --base\n"
 		"(default: the layer right below top), live. From the active layer this is an\n"
@@ -34,6 +35,17 @@ const struct cmd_entry cmd_commit_entry = {
 		"  --wait-for-space SECS  a job that runs out of space pauses; wait up to SECS\n"
 		"                  for space to appear (resuming it every 2 s) instead of\n"
 		"                  cancelling every job at once\n"
+		"  --volume-cmd CMD  the engine's program for block-device layers, run on the\n"
+		"                  VM's host (over ssh:// through an exec channel):\n"
+		"                  `CMD extend PATH BYTES`, `CMD remove PATH`; exit 0 is done\n"
+		"  --volume-timeout SECS  limit for one run of CMD (default 60)\n"
+		"  --chunk BYTES   an active commit's base gets this much room on top\n"
+		"                  (default 2.5G)\n"
+		"A base on a block device must hold what is merged into it: its allocation\n"
+		"plus the size of every layer merged (at most what such an image can need).\n"
+		"If it is smaller, CMD extend runs before any job starts; without\n"
+		"--volume-cmd the commit is refused (exit 2) with the bytes needed. With\n"
+		"--delete, a layer that is a block device is removed by CMD remove.\n"
 		"Example: livemerge -c unix:/run/vm1/qmp.sock commit vda vdb --delete\n",
 	.needs_conn = 1,
 	.exec = cmd_merge_exec,

@@ -11,7 +11,8 @@ static int cmd_snapshot_exec(struct cli_ctx *ctx, int argc, char **argv);
 
 const struct cmd_entry cmd_snapshot_entry = {
 	.name = "snapshot",
-	.args_usage = "DISK=OVERLAY [DISK=OVERLAY...] [--format FMT]",
+	.args_usage = "DISK=OVERLAY [DISK=OVERLAY...] [--format FMT] [--quiesce QGA]\n"
+		      "       [--volume-cmd CMD [--volume-timeout SECS] [--initial-size BYTES]]",
 	.summary = "put a new overlay on several disks at once, all or none",
 	.help = "\nCreates OVERLAY (a new image backed by the disk's active layer) for every\n"
 		"DISK in one QMP transaction: every disk gets its overlay or none does. The\n"
@@ -22,12 +23,24 @@ const struct cmd_entry cmd_snapshot_entry = {
 		"                 transaction;\n"
 		"                 it is thawed on every path, at the latest after\n"
 		"  --freeze-limit SECS (default 10); the time frozen is reported\n"
-		"An OVERLAY that exists already is refused before anything is sent (exit 2).\n"
+		"An OVERLAY that exists already is refused before anything is sent (exit 2),\n"
+		"unless it is an empty block device (its first 64 KiB all zeros, used by no\n"
+		"chain): that is formatted as a qcow2 over the disk's active layer, through\n"
+		"QEMU alone, and put on top in the same transaction.\n"
 		"Over ssh:// that is checked on the host through SFTP, else an exec channel,\n"
 		"else by asking QEMU (a read-only probe of the path); when none can tell, the\n"
 		"snapshot is refused.\n"
-		"On failure the overlay files this run created are removed and the chains\n"
-		"are as before (exit 1).\n"
+		"  --volume-cmd CMD  the engine's program for volumes, run on the VM's host:\n"
+		"                 an OVERLAY that does not exist is made by\n"
+		"                 `CMD create PATH BYTES`, then formatted (and, on failure,\n"
+		"                 removed by `CMD remove PATH`)\n"
+		"  --volume-timeout SECS  limit for one run of CMD (default 60)\n"
+		"  --initial-size BYTES  the new volume's size (default one chunk, 2.5G, at\n"
+		"                 most what the overlay can need)\n"
+		"  --chunk BYTES  the default for --initial-size\n"
+		"On failure the overlay files this run created are removed, every device it\n"
+		"formatted is wiped back to zeros where QEMU wrote, and the chains are as\n"
+		"before (exit 1).\n"
 		"Example: livemerge -c unix:/run/vm1/qmp.sock snapshot vda=/images/vda.s1.qcow2 \\\n"
 		"             vdb=/images/vdb.s1.qcow2\n",
 	.needs_conn = 1,

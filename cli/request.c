@@ -17,6 +17,9 @@ struct req_opts {
 	int64_t speed;
 	double wait_for_space, freeze_limit;
 	int del;
+	const char *volume_cmd;
+	double volume_timeout;
+	int64_t initial_size, chunk;
 };
 
 static int req_seconds(const char *opt, const char *arg, double *out)
@@ -49,6 +52,20 @@ static int req_opt(struct cli_ctx *ctx, int opt, const char *arg, void *data)
 	case 's':
 		if (cli_parse_size(arg, &o->speed) < 0)
 			return cli_error(EXIT_USAGE, "--speed: '%s' is not a byte count", arg);
+		return 0;
+	case 'V':
+		if (*arg == '\0')
+			return cli_error(EXIT_USAGE, "--volume-cmd: empty");
+		o->volume_cmd = arg;
+		return 0;
+	case 'T': return req_seconds("--volume-timeout", arg, &o->volume_timeout);
+	case 'I':
+		if (cli_parse_size(arg, &o->initial_size) < 0 || o->initial_size <= 0)
+			return cli_error(EXIT_USAGE, "--initial-size: '%s' is not a byte count", arg);
+		return 0;
+	case 'C':
+		if (cli_parse_size(arg, &o->chunk) < 0 || o->chunk <= 0)
+			return cli_error(EXIT_USAGE, "--chunk: '%s' is not a byte count", arg);
 		return 0;
 	}
 	return EXIT_USAGE;
@@ -87,12 +104,19 @@ int cli_request_parse(struct cli_ctx *ctx, int argc, char **argv, struct cli_req
 		{ "speed", required_argument, NULL, 's' },
 		{ "delete", no_argument, NULL, 'd' },
 		{ "wait-for-space", required_argument, NULL, 'w' },
+		{ "volume-cmd", required_argument, NULL, 'V' },
+		{ "volume-timeout", required_argument, NULL, 'T' },
+		{ "chunk", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const struct option snapshot_opts[] = {
 		{ "format", required_argument, NULL, 'f' },
 		{ "quiesce", required_argument, NULL, 'q' },
 		{ "freeze-limit", required_argument, NULL, 'F' },
+		{ "volume-cmd", required_argument, NULL, 'V' },
+		{ "volume-timeout", required_argument, NULL, 'T' },
+		{ "initial-size", required_argument, NULL, 'I' },
+		{ "chunk", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct cmd_entry *cmd = cli_request_verb(argv[0]);
@@ -151,6 +175,10 @@ int cli_request_parse(struct cli_ctx *ctx, int argc, char **argv, struct cli_req
 	out->req.wait_for_space = o.wait_for_space;
 	out->req.freeze_limit = o.freeze_limit;
 	out->req.dry_run = ctx->dry_run;
+	out->req.volume_cmd = o.volume_cmd;
+	out->req.volume_timeout = o.volume_timeout;
+	out->req.initial_size = o.initial_size;
+	out->req.chunk = o.chunk;
 	out->quiesce = o.quiesce;
 	return 0;
 }

@@ -20,6 +20,7 @@ struct host_op {
 	enum host_op_type type;
 	char *path;  /* LOOK, REMOVE */
 	size_t head; /* LOOK: bytes wanted */
+	int follow;  /* LOOK: a final symlink to a block device is followed */
 	char **argv; /* RUN */
 	double timeout;
 	host_look_cb *look_cb;

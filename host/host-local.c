@@ -44,12 +44,19 @@ static void local_look(struct host_op *op)
 		return host_op_finish(op);
 	}
 	op->kind = local_kind(st.st_mode);
+	if (op->kind == HOST_FILE_SYMLINK && op->follow && stat(op->path, &fst) == 0 &&
+	    S_ISBLK(fst.st_mode)) {
+		st = fst; /* a volume's name (/dev/VG/LV): the device itself */
+		op->kind = HOST_FILE_BLOCK;
+	} else if (op->kind == HOST_FILE_SYMLINK) {
+		op->follow = 0;
+	}
 	if ((op->kind != HOST_FILE_REGULAR && op->kind != HOST_FILE_BLOCK) || op->head == 0)
 		return host_op_finish(op);
 	if ((op->buf = malloc(op->head + 1)) == NULL)
 		return host_op_failf(op, LM_ERR_NOMEM, "out of memory");
 	op->cap = op->head + 1;
-	fd = open(op->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	fd = open(op->path, O_RDONLY | (op->follow ? 0 : O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return host_op_failf(op, LM_ERR_IO, "cannot read %s: %s", op->path,
 				     strerror(errno));

@@ -104,6 +104,13 @@ static char *ssh_command(const struct host_op *op)
 			return NULL;
 		if (op->type == HOP_REMOVE)
 			r = asprintf(&cmd, "printf 'LM1\\n'; rm -f -- %s && echo 0 || echo 1", q);
+		else if (op->follow)
+			/* test -b follows a symlink: a volume's name is its device */
+			r = asprintf(&cmd, "printf 'LM1\\n'; if [ -b %s ]; then echo b; elif [ -L %s ]; "
+				     "then echo l; elif [ -f %s ]; then echo r; elif [ -e %s ]; then "
+				     "echo o; else echo n; fi; if [ -b %s ] || { [ ! -L %s ] && "
+				     "[ -f %s ]; }; then head -c %zu < %s; fi", q, q, q, q, q, q, q,
+				     op->head, q);
 		else if (op->head == 0)
 			r = asprintf(&cmd, "printf 'LM1\\n'; if [ -L %s ]; then echo l; elif [ -f %s ]; "
 				     "then echo r; elif [ -b %s ]; then echo b; elif [ -e %s ]; then "
@@ -359,7 +366,9 @@ static void ssh_begin(struct host_op *op)
 	}
 	if (op->stage == 0) {
 		op->t = tr_ssh_sftp_new(h->target, &h->opts,
-					op->type == HOP_REMOVE ? TR_SFTP_REMOVE : TR_SFTP_LOOK,
+					op->type == HOP_REMOVE ? TR_SFTP_REMOVE
+					: op->follow	       ? TR_SFTP_LOOK_DEVICE
+							       : TR_SFTP_LOOK,
 					op->path, op->head, &e);
 	} else {
 		if ((cmd = ssh_command(op)) == NULL)

@@ -256,6 +256,16 @@ struct host_op *host_look(struct host *h, const char *path, size_t head, host_lo
 	return op;
 }
 
+struct host_op *host_look_device(struct host *h, const char *path, size_t head,
+				 host_look_cb *cb, void *arg)
+{
+	struct host_op *op = host_look(h, path, head, cb, arg);
+
+	if (op != NULL)
+		op->follow = 1;
+	return op;
+}
+
 struct host_op *host_remove(struct host *h, const char *path, host_done_cb *cb, void *arg)
 {
 	struct host_op *op = op_new(h, HOP_REMOVE, h_file_timeout(h), arg);

@@ -67,6 +67,12 @@ typedef void host_look_cb(void *arg, const struct host_file *f, const struct lm_
 struct host_op *host_look(struct host *h, const char *path, size_t head, host_look_cb *cb,
 			  void *arg);
 
+/* The same, but a final symlink that leads to a block device is followed
+ * (kind HOST_FILE_BLOCK, its bytes read through it): how logical volumes
+ * are named (/dev/VG/LV). A symlink to anything else stays a symlink. */
+struct host_op *host_look_device(struct host *h, const char *path, size_t head,
+				 host_look_cb *cb, void *arg);
+
 typedef void host_done_cb(void *arg, const struct lm_error *err);
 /* Remove path (a symlink itself, never its target); gone already is
  * success. Errors as host_look's. */

@@ -12,6 +12,8 @@
 #                     the device is recorded in $T/blk/loops, which the cleanup reads
 # blk_grow DEV BYTES  grow DEV's file to BYTES and have the kernel see it (losetup -c)
 # blk_size DEV        DEV's size in bytes as the kernel has it now (blockdev --getsize64)
+# blk_io FMT DEV CMD...  qemu-io on DEV (format FMT) with each CMD; fails the test unless
+#                     each succeeds
 #
 # Only devices this file recorded are ever detached, and only while they still map to the
 # test's own file: a loop device of someone else's (or one reused after ours went) is never
@@ -79,4 +81,13 @@ blk_grow() {
 
 blk_size() {
 	blockdev --getsize64 "$1" || it_fail "blk_size: blockdev --getsize64 $1 failed"
+}
+
+blk_io() {
+	local fmt=$1 dev=$2 out c
+	local -a args=()
+	shift 2
+	for c; do args+=(-c "$c"); done
+	out=$(qemu-io -f "$fmt" "${args[@]}" "$dev" 2>&1) || true
+	it__io_check "qemu-io -f $fmt $dev" "$out" "$@"
 }

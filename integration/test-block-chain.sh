@@ -25,16 +25,6 @@ if ! blk_setup; then
 fi
 MIB=1048576
 
-# io FMT DEV CMD...: qemu-io on DEV (format FMT) with each CMD; fail unless each succeeds.
-io() {
-	local fmt=$1 dev=$2 out c
-	local -a args=()
-	shift 2
-	for c; do args+=(-c "$c"); done
-	out=$(qemu-io -f "$fmt" "${args[@]}" "$dev" 2>&1) || true
-	it__io_check "qemu-io -f $fmt $dev" "$out" "$@"
-}
-
 # chain_json DISK: livemerge --json chain DISK
 chain_json() {
 	lm_ok --json chain "$1"
@@ -63,7 +53,7 @@ ref() {
 	local f=$T/blk/$1.ref p
 	shift
 	truncate -s 64M "$f"
-	for p; do io raw "$f" "write -P ${p%@*} $((${p#*@} * MIB)) $MIB"; done
+	for p; do blk_io raw "$f" "write -P ${p%@*} $((${p#*@} * MIB)) $MIB"; done
 	echo "$f"
 }
 
@@ -80,15 +70,15 @@ b=$(blk_loop b 32M)
 c=$(blk_loop c 32M)
 d=$(blk_loop d 32M)
 e=$(blk_loop e 16M)
-io raw "$a" "write -P 0x10 0 1M"
+blk_io raw "$a" "write -P 0x10 0 1M"
 qemu-img create -q -f qcow2 -b "$a" -F raw "$b" 64M
-io qcow2 "$b" "write -P 0x11 1M 1M"
+blk_io qcow2 "$b" "write -P 0x11 1M 1M"
 qemu-img create -q -f qcow2 -b "$b" -F qcow2 "$c" 64M
-io qcow2 "$c" "write -P 0x12 2M 1M"
+blk_io qcow2 "$c" "write -P 0x12 2M 1M"
 qemu-img create -q -f qcow2 "$d" 64M
-io qcow2 "$d" "write -P 0x20 0 1M"
+blk_io qcow2 "$d" "write -P 0x20 0 1M"
 qemu-img create -q -f qcow2 -b "$d" -F qcow2 "$e" 64M
-io qcow2 "$e" "write -P 0x21 1M 1M"
+blk_io qcow2 "$e" "write -P 0x21 1M 1M"
 
 it__launch vm "$T/vm.qmp" qemu-system-x86_64 -machine q35,accel=tcg -S -nodefaults \
 	-display none -qmp "unix:$T/vm.qmp,server=on,wait=off" \
@@ -132,8 +122,8 @@ alloc=$(chain_json vda | jq -r '.chain[0].allocated')
 stop_vm vm
 
 it_assert_eq "$(end_offset "$c")" "$alloc" "vm: vda's top end (qemu-img check) against allocated"
-io raw "$a" "read -P 0x10 0 1M" "read -P 0x11 1M 1M"
-io qcow2 "$c" "read -P 0x10 0 1M" "read -P 0x11 1M 1M" "read -P 0x12 2M 1M" "read -P 0x13 8M 1M"
+blk_io raw "$a" "read -P 0x10 0 1M" "read -P 0x11 1M 1M"
+blk_io qcow2 "$c" "read -P 0x10 0 1M" "read -P 0x11 1M 1M" "read -P 0x12 2M 1M" "read -P 0x13 8M 1M"
 compare qcow2 "$c" "$(ref vda 0x10@0 0x11@1 0x12@2 0x13@8)"
 it_assert_eq "$(image_backing "$e")" none "vm: vdb's top after the stream"
 compare qcow2 "$e" "$(ref vdb 0x20@0 0x21@1)"
@@ -142,9 +132,9 @@ compare qcow2 "$e" "$(ref vdb 0x20@0 0x21@1)"
 f=$(blk_loop f 32M)
 g=$(blk_loop g 32M)
 qemu-img create -q -f qcow2 "$f" 64M
-io qcow2 "$f" "write -P 0x30 0 1M"
+blk_io qcow2 "$f" "write -P 0x30 0 1M"
 qemu-img create -q -f qcow2 -b "$f" -F qcow2 "$g" 64M
-io qcow2 "$g" "write -P 0x31 1M 1M"
+blk_io qcow2 "$g" "write -P 0x31 1M 1M"
 it__launch qs "$T/qs.qmp" qemu-storage-daemon \
 	--chardev "socket,path=$T/qs.qmp,server=on,wait=off,id=m" --monitor chardev=m \
 	--nbd-server "addr.type=unix,addr.path=$T/qs.nbd" \
@@ -160,7 +150,7 @@ lm_ok --json commit exp0
 it_assert_eq "$(lm_result_json | jq -c '[.ok, .outcome]')" '[true,0]' "qsd: commit result"
 it_assert_eq "$(layers exp0 | cut -d' ' -f1-4)" "$f block $V $(blk_size "$f")" "qsd: exp0 after the commit"
 stop_vm qs
-io qcow2 "$f" "read -P 0x30 0 1M" "read -P 0x31 1M 1M" "read -P 0x32 4M 1M"
+blk_io qcow2 "$f" "read -P 0x30 0 1M" "read -P 0x31 1M 1M" "read -P 0x32 4M 1M"
 compare qcow2 "$f" "$(ref qsd 0x30@0 0x31@1 0x32@4)"
 
 it_pass

@@ -170,7 +170,8 @@ static void g_send_transaction(struct merge_group *g)
 	if (nodes != NULL && files != NULL && new_nodes != NULL) {
 		for (i = 0; i < g->n; i++) {
 			nodes[i] = g->jobs[i].root;
-			files[i] = g->jobs[i].overlay;
+			/* a formatted block device is on top by its node */
+			files[i] = g->jobs[i].ov_block ? NULL : g->jobs[i].overlay;
 			new_nodes[i] = g->jobs[i].new_node;
 		}
 		r = g_send(g, xl_snapshot_transaction(g->n, nodes, files, new_nodes, g->req.format),

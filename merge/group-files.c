@@ -17,6 +17,7 @@ struct g_hop {
 	struct merge_group *g;
 	struct gjob *j;
 	struct host_op *op;
+	struct merge_volume_op *vop; /* a volume removed by the volume command */
 	int k; /* a layer index, or -1 */
 	char *path;
 	void (*look)(struct g_hop *h, const struct host_file *f, const struct lm_error *err);
@@ -27,11 +28,6 @@ struct g_hop {
 struct host *g_host(struct merge_group *g)
 {
 	return g->req.host != NULL ? g->req.host : g->own_host;
-}
-
-static const char *g_where(struct merge_group *g)
-{
-	return host_where(g_host(g));
 }
 
 static void g_hop_end(struct g_hop *h)
@@ -68,6 +64,7 @@ static void g_hop_done_cb(void *arg, const struct lm_error *err)
 	struct g_hop *h = arg;
 
 	h->op = NULL;
+	h->vop = NULL;
 	if (!h->g->done && !h->g->abandoned)
 		h->done(h, err);
 	g_hop_end(h);
@@ -93,13 +90,17 @@ static struct g_hop *g_hop_new(struct merge_group *g, struct gjob *j, int k, con
 /* Look at path on the host (head bytes of it); cb gets the answer. 0, or -1
  * (out of memory: err set). */
 static int g_look(struct merge_group *g, struct gjob *j, int k, const char *path, size_t head,
+		  int device,
 		  void (*cb)(struct g_hop *, const struct host_file *, const struct lm_error *))
 {
 	struct g_hop *h = g_hop_new(g, j, k, path);
 
 	if (h != NULL) {
 		h->look = cb;
-		if ((h->op = host_look(g_host(g), path, head, g_hop_look_cb, h)) != NULL)
+		/* device: a symlink naming a block device is its volume's name */
+		h->op = device ? host_look_device(g_host(g), path, head, g_hop_look_cb, h)
+			       : host_look(g_host(g), path, head, g_hop_look_cb, h);
+		if (h->op != NULL)
 			return 0;
 		g_hop_end(h);
 	}
@@ -122,6 +123,29 @@ static int g_remove(struct merge_group *g, struct gjob *j, int k, const char *pa
 	return -1;
 }
 
+static void g_leave(struct merge_group *g, struct gjob *j, const char *file, const char *why);
+
+/* Remove the volume at path with the volume command (merge/volume.c
+ * journals it first). */
+static int g_remove_volume(struct merge_group *g, struct gjob *j, int k, const char *path,
+			   void (*cb)(struct g_hop *, const struct lm_error *))
+{
+	struct g_hop *h = g_hop_new(g, j, k, path);
+	struct lm_error e;
+
+	if (h == NULL) {
+		g_errorf(g, LM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	h->done = cb;
+	if ((h->vop = merge_volume_run(&g->vols, MERGE_VOLUME_REMOVE, path, 0, g_hop_done_cb, h,
+				       &e)) != NULL)
+		return 0;
+	g_hop_end(h);
+	g_leave(g, j, path, e.msg);
+	return -1;
+}
+
 /* The group is abandoned: what runs on the host is stopped, no callback. */
 void g_hops_cancel(struct merge_group *g)
 {
@@ -129,7 +153,9 @@ void g_hops_cancel(struct merge_group *g)
 		struct g_hop *h = g->hops;
 
 		host_op_cancel(h->op);
+		merge_volume_cancel(h->vop);
 		h->op = NULL;
+		h->vop = NULL;
 		g_hop_end(h);
 	}
 }
@@ -168,10 +194,9 @@ static void g_overlay_looked(struct g_hop *h, const struct host_file *f,
 	} else if (err != NULL) {
 		g_bad(g, "%s", err->msg);
 	} else if (f->kind != HOST_FILE_NONE) {
-		g_bad(g, "%s: overlay %s exists already%s%s; refusing to overwrite it", j->name,
-		      j->overlay, g_where(g) ? " on " : "", g_where(g) ? g_where(g) : "");
+		(void)g_overlay_device(g, j, f); /* only an empty block device will do */
 	} else {
-		j->overlay_ours = 1;
+		g_overlay_missing(g, j);
 	}
 	g_overlays_checked(g);
 }
@@ -184,7 +209,7 @@ void g_check_overlays(struct merge_group *g)
 
 	g->outstanding = 1;
 	for (i = 0; g->req.verb == MERGE_SNAPSHOT && i < g->n; i++) {
-		if (g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 0, g_overlay_looked) < 0)
+		if (g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 65536, 1, g_overlay_looked) < 0)
 			break;
 		g->outstanding++;
 	}
@@ -217,7 +242,7 @@ void g_remove_our_overlays(struct merge_group *g)
 
 	for (i = 0; i < g->n; i++)
 		if (g->jobs[i].overlay_ours &&
-		    g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 0, g_our_overlay_looked) < 0)
+		    g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 0, 0, g_our_overlay_looked) < 0)
 			return;
 }
 
@@ -281,8 +306,13 @@ static void g_layer_looked(struct g_hop *h, const struct host_file *f,
 				     h->k + 1 < b->nlayers ? b->layers[h->k + 1].filename : NULL,
 				     why, sizeof(why)) < 0) {
 		g_leave(g, j, h->path, why);
+	} else if (f->kind == HOST_FILE_BLOCK && g->vols.cmd == NULL && g->vols.fn == NULL) {
+		g_leave(g, j, h->path, "it is a block device: removing it needs --volume-cmd");
 	} else if (g_journal(g, "delete", j) < 0) {
 		g_leave(g, j, h->path, g->err.msg);
+	} else if (f->kind == HOST_FILE_BLOCK) {
+		if (g_remove_volume(g, j, h->k, h->path, g_layer_removed) == 0)
+			return;
 	} else if (g_remove(g, j, h->k, h->path, g_layer_removed) == 0) {
 		return;
 	}
@@ -339,7 +369,7 @@ static void g_delete_next(struct merge_group *g)
 
 			g->del_k = from;
 			if (g_look(g, j, rw, b->layers[rw].filename, MERGE_IMAGE_HEAD,
-				   g_holder_looked) == 0)
+				   g_layer_is_block(&b->layers[rw]), g_holder_looked) == 0)
 				return;
 			continue;
 		}
@@ -353,7 +383,8 @@ static void g_delete_next(struct merge_group *g)
 			g_leave(g, j, b->layers[k].filename, "it is still in a chain");
 			continue;
 		}
-		if (g_look(g, j, k, b->layers[k].filename, MERGE_IMAGE_HEAD, g_layer_looked) == 0)
+		if (g_look(g, j, k, b->layers[k].filename, MERGE_IMAGE_HEAD,
+			   g_layer_is_block(&b->layers[k]), g_layer_looked) == 0)
 			return;
 	}
 }

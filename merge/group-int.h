@@ -16,6 +16,7 @@
 
 enum g_phase {
 	P_FETCH,    /* reading chains and jobs */
+	P_PREPARE,  /* volumes made, formatted, grown (group-volumes.c) */
 	P_START,    /* snapshot transaction or job starts in flight */
 	P_RUN,      /* jobs running; waiting until all can pivot */
 	P_COMPLETE, /* active jobs told to complete; waiting until all pending */
@@ -59,6 +60,13 @@ struct gjob {
 	int finalize_failed; /* QEMU refused its finalize: it will not end by itself */
 	int flush_via_hmp;   /* its last flush went out as an HMP command */
 	int probe;           /* snapshot: the host cannot tell if the overlay exists: ask QEMU */
+	/* snapshot onto a block device (group-volumes.c) */
+	int ov_block;        /* formatted here, put on top by node */
+	int ov_create;       /* the volume command makes it first */
+	int ov_created;      /* ... and did: removed again on failure */
+	int ov_file_added, ov_formatted, ov_added; /* done so far, undone on failure */
+	char *ov_file_node;
+	int64_t need;        /* commit into a block device: the bytes it must hold */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
 	char *error;
@@ -111,6 +119,11 @@ struct merge_group {
 	struct g_hop *hops;    /* host operations out (group-files.c) */
 	int finish_waits;      /* the end waits for them */
 	int del_i, del_k;      /* deleting: the job and layer next */
+	struct merge_volumes vols; /* the volume command, where it runs */
+	int vol_i;             /* preparing or undoing: the job next */
+	struct merge_volume_op *vol_op;
+	ev_timer vol_poll;     /* a blockdev-create job, until it concludes */
+	int undo;              /* undoing the preparation: 1 running, 2 done */
 	int cancel_requested;
 	int refs; /* the group + every command in flight */
 	int abandoned;
@@ -186,6 +199,16 @@ int g_is_conn_error(const struct lm_error *err);
 void g_finish(struct merge_group *g);
 void g_advance(struct merge_group *g, enum g_phase next);
 void g_step(struct merge_group *g);
+
+/* group-volumes.c: block devices */
+void g_volumes_init(struct merge_group *g);
+int g_layer_is_block(const struct merge_layer *l);
+int g_overlay_device(struct merge_group *g, struct gjob *j, const struct host_file *f);
+void g_overlay_missing(struct merge_group *g, struct gjob *j);
+int g_check_base_space(struct merge_group *g);
+void g_prepare(struct merge_group *g);
+int g_volumes_hold_finish(struct merge_group *g);
+void g_volumes_stop(struct merge_group *g);
 
 /* group-resolve.c */
 void g_jobs_fetched(struct merge_group *g, struct gjob *unused, json_object *ret,

@@ -3,10 +3,9 @@
  *
  * Before: group-resolve.c resolved and checked the request. Here the
  * intent goes into the journal (what recovery needs to finish or roll back)
- * before anything is sent that changes state. This is also the place for
- * preparing volumes (create, format, extend the images a run needs), which
- * is not built yet: it would run here, before g_advance(g, P_START).
- * Next: group-act.c (g_act).
+ * before anything is sent that changes state.
+ * Next: group-volumes.c (g_prepare: the block devices a run needs), then
+ * group-act.c (g_act).
  */
 #include "group-int.h"
 
@@ -35,6 +34,13 @@ static json_object *g_intent(struct merge_group *g)
 			json_object_object_add(d, "overlay", json_object_new_string(j->overlay));
 			json_object_object_add(d, "overlay-created",
 					       json_object_new_boolean(j->overlay_ours));
+			if (j->ov_block) {
+				/* a block device formatted here (made, with volume) */
+				json_object_object_add(d, "overlay-device",
+						       json_object_new_boolean(1));
+				json_object_object_add(d, "overlay-volume",
+						       json_object_new_boolean(j->ov_create));
+			}
 		}
 		arr = json_object_new_array();
 		n = g_expected(g, j, 0, list, 4096);
@@ -93,5 +99,5 @@ void g_begin(struct merge_group *g)
 		}
 		g->journaled = 1;
 	}
-	g_advance(g, P_START);
+	g_advance(g, P_PREPARE);
 }

@@ -214,7 +214,7 @@ static void g_fetched(struct merge_group *g)
 		g_finish(g);
 		return;
 	}
-	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0) {
+	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0 || g_check_base_space(g) < 0) {
 		g_finish(g);
 		return;
 	}

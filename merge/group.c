@@ -86,9 +86,11 @@ void g_unref(struct merge_group *g)
 	ev_timer_stop(g->loop, &g->poll);
 	ev_timer_stop(g->loop, &g->freeze_watchdog);
 	ev_timer_stop(g->loop, &g->space_timer);
+	ev_timer_stop(g->loop, &g->vol_poll);
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
+		free(j->ov_file_node);
 		free(j->want);
 		free(j->top_arg);
 		free(j->base_arg);
@@ -346,6 +348,8 @@ void g_finish(struct merge_group *g)
 {
 	if (g->done || g_hops_hold_finish(g))
 		return; /* the host's answers end it */
+	if (g_volumes_hold_finish(g))
+		return; /* undoing the preparation ends it */
 	g_advance(g, P_DONE);
 }
 
@@ -369,6 +373,9 @@ void g_advance(struct merge_group *g, enum g_phase next)
 	switch (next) {
 	case P_FETCH:
 		return; /* merge_group_start sends the first query: its failure is its caller's */
+	case P_PREPARE:
+		g_prepare(g); /* group-volumes.c */
+		return;
 	case P_START:
 		g_act(g); /* group-act.c */
 		return;
@@ -654,6 +661,8 @@ struct merge_group *merge_group_start(struct qmp_conn *c, const struct merge_req
 	g->freeze_watchdog.data = g;
 	ev_init(&g->poll, g_poll_cb);
 	g->poll.data = g;
+	ev_init(&g->vol_poll, NULL);
+	g_volumes_init(g);
 	qmp_conn_set_event_cb(c, g_event_cb, g);
 	g_advance(g, P_FETCH);
 	/* the jobs first: leftovers of ours go before the chains are read */
@@ -694,6 +703,7 @@ void merge_group_free(struct merge_group *g)
 		ev_timer_stop(g->loop, &g->poll);
 		qmp_conn_set_event_cb(g->c, NULL, NULL);
 		g_hops_cancel(g);
+		g_volumes_stop(g);
 	}
 	g_unref(g);
 }

@@ -31,6 +31,7 @@
 #include "chain.h"
 #include "../host/host.h"
 #include "files.h"
+#include "volume.h"
 #include "journal.h"
 
 enum merge_verb { MERGE_SNAPSHOT, MERGE_COMMIT, MERGE_STREAM };
@@ -66,6 +67,17 @@ struct merge_request {
 		      instead of refusing them */
 	struct host *host; /* the VM's host, where its image files are (borrowed;
 			      NULL: this machine) */
+	/* Block-device layers (merge/volume.h): the engine's volume command,
+	 * run on host (or a library's own function instead). Without either, a
+	 * commit into a block device too small for it is refused, and a
+	 * snapshot can only go onto an empty device that exists. */
+	const char *volume_cmd;
+	const struct merge_volume_fn *volume_fn;
+	double volume_timeout; /* s for one run (0: 60) */
+	int64_t initial_size;  /* snapshot onto a volume the command creates:
+				  its bytes (0: one chunk, at most what the
+				  overlay can need) */
+	int64_t chunk;         /* growth step (0: MERGE_VOLUME_CHUNK) */
 };
 
 /* Outcomes; the values are the CLI's exit codes. */

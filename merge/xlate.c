@@ -48,6 +48,15 @@ struct xl_cmd xl_snapshot_transaction(int n, const char *const *nodes, const cha
 	for (i = 0; i < n; i++) {
 		json_object *a = json_object_new_object(), *d = json_object_new_object();
 
+		if (files[i] == NULL) {
+			/* an overlay node opened already (a formatted block device) */
+			xl_add_str(d, "node", nodes[i]);
+			xl_add_str(d, "overlay", new_nodes[i]);
+			xl_add_str(a, "type", "blockdev-snapshot");
+			json_object_object_add(a, "data", d);
+			json_object_array_add(actions, a);
+			continue;
+		}
 		xl_add_str(d, "node-name", nodes[i]);
 		xl_add_str(d, "snapshot-file", files[i]);
 		if (new_nodes != NULL && new_nodes[i] != NULL)
@@ -145,6 +154,82 @@ struct xl_cmd xl_flush_hmp(const char *node)
 	c.args = json_object_new_object();
 	xl_add_str(c.args, "command-line", line);
 	return c;
+}
+
+struct xl_cmd xl_device_add(const char *node, const char *path)
+{
+	struct xl_cmd c = { "blockdev-add", json_object_new_object(), "device-add" };
+
+	xl_add_str(c.args, "driver", "host_device");
+	xl_add_str(c.args, "node-name", node);
+	xl_add_str(c.args, "filename", path);
+	return c;
+}
+
+struct xl_cmd xl_qcow2_create(const char *job_id, const char *file_node, int64_t size,
+			      const char *backing, const char *backing_format)
+{
+	struct xl_cmd c = { "blockdev-create", json_object_new_object(), "format" };
+	json_object *o = json_object_new_object();
+
+	xl_add_str(c.args, "job-id", job_id);
+	xl_add_str(o, "driver", "qcow2");
+	xl_add_str(o, "file", file_node);
+	json_object_object_add(o, "size", json_object_new_int64(size));
+	xl_add_str(o, "backing-file", backing);
+	xl_add_str(o, "backing-fmt", backing_format);
+	json_object_object_add(c.args, "options", o);
+	return c;
+}
+
+struct xl_cmd xl_qcow2_add(const char *node, const char *file_node)
+{
+	struct xl_cmd c = { "blockdev-add", json_object_new_object(), "overlay-add" };
+
+	xl_add_str(c.args, "driver", "qcow2");
+	xl_add_str(c.args, "node-name", node);
+	xl_add_str(c.args, "file", file_node);
+	json_object_object_add(c.args, "backing", NULL); /* JSON null: none opened */
+	return c;
+}
+
+struct xl_cmd xl_zero_hmp(const char *node, int64_t len)
+{
+	struct xl_cmd c = xl_flush_hmp(node);
+	char line[256];
+
+	c.step = "wipe";
+	if (c.args == NULL)
+		return c;
+	snprintf(line, sizeof(line), "qemu-io %s \"write -z 0 %lld\"", node, (long long)len);
+	json_object_object_add(c.args, "command-line", json_object_new_string(line));
+	return c;
+}
+
+struct xl_cmd xl_node_stats(void)
+{
+	struct xl_cmd c = { "query-blockstats", json_object_new_object(), NULL };
+
+	json_object_object_add(c.args, "query-nodes", json_object_new_boolean(1));
+	return c;
+}
+
+int64_t xl_node_written(json_object *stats, const char *node)
+{
+	size_t i, n = json_object_is_type(stats, json_type_array) ? json_object_array_length(stats) : 0;
+
+	for (i = 0; i < n; i++) {
+		json_object *e = json_object_array_get_idx(stats, i), *v, *st;
+
+		if (json_object_object_get_ex(e, "node-name", &v) &&
+		    json_object_is_type(v, json_type_string) &&
+		    strcmp(json_object_get_string(v), node) == 0 &&
+		    json_object_object_get_ex(e, "stats", &st) &&
+		    json_object_object_get_ex(st, "wr_highest_offset", &v) &&
+		    json_object_is_type(v, json_type_int))
+			return json_object_get_int64(v);
+	}
+	return -1;
 }
 
 struct xl_cmd xl_probe_file(const char *node, const char *path)

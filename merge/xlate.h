@@ -45,6 +45,28 @@ struct xl_cmd {
 struct xl_cmd xl_snapshot_transaction(int n, const char *const *nodes, const char *const *files,
 				      const char *const *new_nodes, const char *format);
 
+/*
+ * A new overlay on a block device, through QMP only (no program on the
+ * host): xl_device_add opens the device as a host_device node;
+ * xl_qcow2_create formats it (a job: wait for it to conclude, then dismiss
+ * it) as a qcow2 of size bytes whose header names backing (of
+ * backing_format); xl_qcow2_add opens that qcow2 as node over file_node
+ * with no backing opened; xl_snapshot_transaction's nodes whose
+ * new_nodes[i] is such a node and files[i] NULL put it on top
+ * (blockdev-snapshot) in the same transaction as the others.
+ */
+struct xl_cmd xl_device_add(const char *node, const char *path);
+struct xl_cmd xl_qcow2_create(const char *job_id, const char *file_node, int64_t size,
+			      const char *backing, const char *backing_format);
+struct xl_cmd xl_qcow2_add(const char *node, const char *file_node);
+/* Write zeros over [0, len) of node (HMP qemu-io: qemu-system only); args
+ * NULL when the node name is unfit for an HMP command line. */
+struct xl_cmd xl_zero_hmp(const char *node, int64_t len);
+/* Every node's I/O statistics (query-blockstats of the nodes). */
+struct xl_cmd xl_node_stats(void);
+/* The highest offset written to node since it was opened (-1: not found). */
+int64_t xl_node_written(json_object *stats, const char *node);
+
 /* Commit top_node down into base_node on the disk whose active node is
  * root_node; held before finalize and dismiss. speed 0: unlimited. */
 struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *top_node,

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { JOB_INIT, JOB_STAT, JOB_OPEN, JOB_READ, JOB_CLOSE, JOB_SHUTDOWN };
+enum { JOB_INIT, JOB_STAT, JOB_FOLLOW, JOB_OPEN, JOB_READ, JOB_CLOSE, JOB_SHUTDOWN };
 
 static const char *job_verb(const struct tr_ssh *c)
 {
@@ -133,7 +133,7 @@ static int sftp_job_step(struct tr_ssh *c)
 		} else if (rc != 0) {
 			job_failf(c, LM_ERR_IO, "cannot %s %s on %s: %s", job_verb(c), c->path,
 				  s->khname, ssh_sess_errmsg(s));
-		} else if (c->job == TR_SFTP_LOOK) {
+		} else if (c->job != TR_SFTP_REMOVE) {
 			unsigned long perm =
 				attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS ? attrs.permissions : 0;
 
@@ -141,7 +141,22 @@ static int sftp_job_step(struct tr_ssh *c)
 				   : LIBSSH2_SFTP_S_ISBLK(perm) ? 'b'
 				   : LIBSSH2_SFTP_S_ISLNK(perm) ? 'l'
 								: 'o';
-			if ((c->jtype == 'r' || c->jtype == 'b') && c->jlen > 0)
+			if (c->jtype == 'l' && c->job == TR_SFTP_LOOK_DEVICE)
+				c->job_step = JOB_FOLLOW;
+			else if ((c->jtype == 'r' || c->jtype == 'b') && c->jlen > 0)
+				c->job_step = JOB_OPEN;
+		}
+		return 1;
+	case JOB_FOLLOW:
+		/* a symlink: is it a volume's name, leading to a block device? */
+		rc = libssh2_sftp_stat_ex(c->sftp, c->path, plen, LIBSSH2_SFTP_STAT, &attrs);
+		if ((r = job_rc(c, rc)) <= 0)
+			return r == 0 ? 0 : 1;
+		c->job_step = JOB_SHUTDOWN;
+		if (rc == 0 && (attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS) &&
+		    LIBSSH2_SFTP_S_ISBLK(attrs.permissions)) {
+			c->jtype = 'b';
+			if (c->jlen > 0)
 				c->job_step = JOB_OPEN;
 		}
 		return 1;

@@ -122,7 +122,11 @@ const char *tr_ssh_exec_stderr(struct tr *t);
  * -1 failed: UNSUPPORTED when the host has no sftp subsystem (the session
  * remembers: later ones fail at once), IO when the host refused (e.g.
  * permission denied), TIMEOUT, EOF. Nothing is ever read from it. */
-enum tr_sftp_job { TR_SFTP_LOOK, TR_SFTP_REMOVE };
+enum tr_sftp_job {
+	TR_SFTP_LOOK,
+	TR_SFTP_LOOK_DEVICE, /* the same, following a final symlink to a block device */
+	TR_SFTP_REMOVE,
+};
 struct tr *tr_ssh_sftp_new(const char *target, const struct tr_opts *opts, enum tr_sftp_job job,
 			   const char *path, size_t len, struct lm_error *err);
 /* After tr_connect returned 0: *type is 'r' regular, 'b' block device, 'l'
