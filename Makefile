@@ -42,6 +42,9 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LM_CFLAGS) $(CFLAGS) -c -o $@ $<
 
+# the CLI's own headers (not installed, not in HEADERS)
+$(CLI_OBJS): $(wildcard cli/*.h)
+
 $(BUILD)/liblivemerge.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^

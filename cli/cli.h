@@ -45,6 +45,8 @@ struct cli_ctx {
 	int accept_new_hostkey;  /* --accept-new-host-key */
 	double ssh_timeout;      /* --ssh-timeout, 0: the transport's default */
 	struct host *host;       /* the VM's host (cli_host), made when first needed */
+	const char *volume_cmd;  /* --volume-cmd of the verb (recovery uses it too) */
+	double volume_timeout;
 };
 
 struct cmd_entry {

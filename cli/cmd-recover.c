@@ -13,7 +13,7 @@ static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv);
 
 const struct cmd_entry cmd_recover_entry = {
 	.name = "recover",
-	.args_usage = "",
+	.args_usage = "[--volume-cmd CMD [--volume-timeout SECS]]",
 	.summary = "finish or roll back an interrupted operation (from the journal)",
 	.help = "\nReads the VM's journal; if its last operation did not finish (livemerge was\n"
 		"killed, the monitor dropped), reconciles the journal, QEMU's jobs and the live\n"
@@ -23,6 +23,11 @@ const struct cmd_entry cmd_recover_entry = {
 		"jobs of ours are dismissed and, if the operation asked, removed images deleted.\n"
 		"Running it again changes nothing. Every verb that changes state runs this\n"
 		"first when it finds an unfinished operation.\n"
+		"A snapshot onto a block device that was interrupted: the device's nodes are\n"
+		"released, what QEMU wrote on it wiped back to zeros, and a volume the run\n"
+		"created removed with `CMD remove PATH` (--volume-cmd; without it the volume\n"
+		"is left and named). A volume that is in a chain is never removed; one that\n"
+		"was grown stays grown.\n"
 		"Exit: 0 consistent (recovered or nothing to do), 3 cannot connect, 4 a chain\n"
 		"is neither as before nor as expected (the message names it).\n",
 	.needs_conn = 1,
@@ -100,6 +105,8 @@ static int cli_recover_run(struct cli_ctx *ctx, struct merge_journal *j, int ver
 		.left = cli_recover_left,
 		.arg = &ui,
 		.host = cli_host(ctx),
+		.volume_cmd = ctx->volume_cmd,
+		.volume_timeout = ctx->volume_timeout,
 	};
 	struct lm_error err;
 	enum merge_outcome r;
@@ -124,13 +131,37 @@ int cli_recover(struct cli_ctx *ctx, struct merge_journal *j, int verbose,
 	return cli_recover_run(ctx, j, verbose, what, NULL);
 }
 
+static int recover_opt(struct cli_ctx *ctx, int opt, const char *arg, void *data)
+{
+	char *end;
+
+	(void)data;
+	if (opt == 'V' && *arg != '\0') {
+		ctx->volume_cmd = arg;
+		return 0;
+	}
+	if (opt == 'T') {
+		ctx->volume_timeout = strtod(arg, &end);
+		if (*end == '\0' && ctx->volume_timeout > 0)
+			return 0;
+		return cli_error(EXIT_USAGE, "--volume-timeout: '%s' is not a positive number", arg);
+	}
+	return cli_error(EXIT_USAGE, "--volume-cmd: empty");
+}
+
 static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "volume-cmd", required_argument, NULL, 'V' },
+		{ "volume-timeout", required_argument, NULL, 'T' },
+		{ NULL, 0, NULL, 0 },
+	};
 	struct merge_journal *j;
 	json_object *left;
 	int first, r;
 
-	r = cli_parse_verb(ctx, &cmd_recover_entry, argc, argv, NULL, NULL, NULL, NULL, &first);
+	r = cli_parse_verb(ctx, &cmd_recover_entry, argc, argv, NULL, opts, recover_opt, NULL,
+			   &first);
 	if (r != 0)
 		return r < 0 ? EXIT_OK : r;
 	if (first != argc) {

@@ -176,6 +176,8 @@ int cli_request_parse(struct cli_ctx *ctx, int argc, char **argv, struct cli_req
 	out->req.freeze_limit = o.freeze_limit;
 	out->req.dry_run = ctx->dry_run;
 	out->req.volume_cmd = o.volume_cmd;
+	ctx->volume_cmd = o.volume_cmd; /* the recovery first uses it too */
+	ctx->volume_timeout = o.volume_timeout;
 	out->req.volume_timeout = o.volume_timeout;
 	out->req.initial_size = o.initial_size;
 	out->req.chunk = o.chunk;

@@ -3,7 +3,7 @@
 # QEMU driver host_device), on a VM (-blockdev) and on qemu-storage-daemon:
 #   vm  vda: raw base (64M device) <- qcow2 (32M device) <- qcow2 top (32M device)
 #       vdb: qcow2 base (32M device) <- qcow2 top (16M device)
-#   qsd disk0: qcow2 base (32M device) <- qcow2 top (32M device), exported over NBD
+#   qsd disk0: qcow2 base (80M device) <- qcow2 top (32M device), exported over NBD
 # Each layer gets its pattern with qemu-io before QEMU starts. `chain` and `chain --json`
 # must show every layer as "block" with its virtual size, the device's byte size and 0
 # allocated (nothing written since QEMU opened it); after a live write, the top's allocated
@@ -129,7 +129,7 @@ it_assert_eq "$(image_backing "$e")" none "vm: vdb's top after the stream"
 compare qcow2 "$e" "$(ref vdb 0x20@0 0x21@1)"
 
 # ---------------------------------------------------------------- qemu-storage-daemon
-f=$(blk_loop f 32M)
+f=$(blk_loop f 80M) # room for all a commit into it may need: the engine checks
 g=$(blk_loop g 32M)
 qemu-img create -q -f qcow2 "$f" 64M
 blk_io qcow2 "$f" "write -P 0x30 0 1M"

@@ -128,6 +128,19 @@ lm_expect 1 snapshot "vda=$T/v/ov4" "vdb=$T/no/such/dir/vdb.s1.qcow2" --volume-c
 assert_state_unchanged "$LM_SOCK" "$before" "refused transactions"
 assert_no_jobs "$LM_SOCK" "refused transactions"
 
+# ---------------------------------------------------------------- 5. killed while preparing
+# SIGKILL right after each step is journaled: recover removes the volume the run created
+# (wiping what it wrote first), leaves every chain as it was and no node behind
+before=$(state_of "$LM_SOCK")
+for step in device-add format overlay-add snapshot; do
+	LIVEMERGE_CRASH_AT=$step lm snapshot "vda=$T/v/k-$step" --volume-cmd "$VCMD" --initial-size 16M
+	((LM_RC == 137)) || it_fail "the crash point '$step' did not kill livemerge: $(lm_report)"
+	[[ -e $T/v/k-$step ]] || it_fail "killed at $step: the volume was never made"
+	lm_ok recover --volume-cmd "$VCMD"
+	[[ ! -e $T/v/k-$step ]] || it_fail "killed at $step: recover left the volume: $(lm_report)"
+	assert_state_unchanged "$LM_SOCK" "$before" "recovered after a kill at $step"
+done
+
 # ---------------------------------------------------------------- 4. commit into a small base
 before=$(state_of "$LM_SOCK")
 lm_expect 2 commit vdc --top "$T/v/l3" --base "$T/v/b0"
@@ -148,6 +161,16 @@ grep -q 'Insufficient free space' "$T/lm.err" || it_fail "the volume command's r
 assert_state_unchanged "$LM_SOCK" "$before" "a commit whose volume command refused"
 assert_no_jobs "$LM_SOCK" "a commit whose volume command refused"
 it_assert_eq "$(blk_size "$(readlink "$T/v/b0")")" "$size_b0" "the base after a refused extend"
+
+# killed right after the extend, before the job starts: recover leaves the base grown and
+# every chain as it was
+LIVEMERGE_CRASH_AT=start lm commit vdc --top "$T/v/l3" --base "$T/v/b0" --volume-cmd "$VCMD"
+((LM_RC == 137)) || it_fail "the crash point 'start' did not kill livemerge: $(lm_report)"
+grown=$(blk_size "$(readlink "$T/v/b0")")
+((grown > size_b0)) || it_fail "killed after the extend: the base was not grown ($grown)"
+lm_ok recover --volume-cmd "$VCMD"
+assert_state_unchanged "$LM_SOCK" "$before" "recovered after a kill after the extend"
+it_assert_eq "$(blk_size "$(readlink "$T/v/b0")")" "$grown" "the base after recover"
 
 hmp_write "$T/vm.qmp" vdc 0x3f $((10 * MIB)) $MIB
 lm_ok --json commit vdc --top "$T/v/l3" --base "$T/v/b0" --volume-cmd "$VCMD" --delete --chunk 8M

@@ -40,6 +40,10 @@ static json_object *g_intent(struct merge_group *g)
 						       json_object_new_boolean(1));
 				json_object_object_add(d, "overlay-volume",
 						       json_object_new_boolean(j->ov_create));
+				json_object_object_add(d, "overlay-node",
+						       json_object_new_string(j->new_node));
+				json_object_object_add(d, "overlay-file-node",
+						       json_object_new_string(j->ov_file_node));
 			}
 		}
 		arr = json_object_new_array();

@@ -60,6 +60,18 @@ static int g_device_in_use(struct merge_group *g, const char *path)
 	return 0;
 }
 
+/* j's overlay goes on a block device: the name of its device node (the
+ * journal's intent records it for recovery). */
+static void g_overlay_block(struct gjob *j)
+{
+	char node[48];
+
+	j->ov_block = 1;
+	snprintf(node, sizeof(node), "lm-ovf-%08x", g_hash(j->overlay));
+	free(j->ov_file_node);
+	j->ov_file_node = strdup(node);
+}
+
 /*
  * What the host says of a snapshot overlay that exists: a block device may
  * take the overlay if it is empty. 0 taken (j->ov_block), -1 refused (g_bad).
@@ -87,7 +99,7 @@ int g_overlay_device(struct merge_group *g, struct gjob *j, const struct host_fi
 			     : f->len >= 4 && memcmp(f->head, "QFI\xfb", 4) == 0
 				     ? "it holds a qcow2 header"
 				     : "its first 64 KiB are not all zeros");
-	j->ov_block = 1;
+	g_overlay_block(j);
 	return 0;
 }
 
@@ -97,7 +109,7 @@ void g_overlay_missing(struct merge_group *g, struct gjob *j)
 {
 	if (g_has_volume_cmd(g)) {
 		j->ov_create = 1;
-		j->ov_block = 1;
+		g_overlay_block(j);
 	} else {
 		j->overlay_ours = 1;
 	}
@@ -352,11 +364,7 @@ static void g_prepare_next(struct merge_group *g)
 				return g_prepare_failed(g);
 			return;
 		}
-		if (j->ov_file_node == NULL) {
-			char node[48];
-
-			snprintf(node, sizeof(node), "lm-ovf-%08x", g_hash(j->overlay));
-			j->ov_file_node = strdup(node);
+		if (!j->ov_file_added) {
 			if (g_send(g, xl_device_add(j->ov_file_node, j->overlay), 1, j,
 				   g_device_added) < 0)
 				g_conn_lost(g, &g->err);

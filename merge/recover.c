@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "query.h"
+#include "volume.h"
 #include "xlate.h"
 
 struct rec {
@@ -349,6 +350,91 @@ static int rec_remove_file(struct rec *r, const char *path)
 		return -1;
 	}
 	return 0;
+}
+
+/* ---- block devices an interrupted snapshot prepared ----------------------------- */
+
+struct rec_vol_wait {
+	int done;
+	struct lm_error err;
+	int failed;
+};
+
+static void rec_vol_cb(void *arg, const struct lm_error *err)
+{
+	struct rec_vol_wait *w = arg;
+
+	w->done = 1;
+	if (err != NULL) {
+		w->failed = 1;
+		w->err = *err;
+	}
+}
+
+/* Run the volume command to remove path, waiting for it. 0, or -1 (err). */
+static int rec_volume_remove(struct rec *r, const char *path, struct lm_error *err)
+{
+	struct merge_volumes v = { .host = rec_host(r), .cmd = r->o->volume_cmd,
+				   .timeout = r->o->volume_timeout, .journal = r->j };
+	struct rec_vol_wait w = { 0 };
+
+	if (v.host == NULL || v.cmd == NULL)
+		return lm_error_set(err, LM_ERR_USAGE, "no volume command (--volume-cmd) to "
+				    "remove it");
+	if (merge_volume_run(&v, MERGE_VOLUME_REMOVE, path, 0, rec_vol_cb, &w, err) == NULL)
+		return -1;
+	while (!w.done)
+		ev_run(r->loop, EVRUN_ONCE);
+	if (w.failed) {
+		*err = w.err;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The overlay device of disk d that an interrupted snapshot prepared and
+ * did not put in any chain: its nodes released, what QEMU wrote on it
+ * (if the journal says it was formatted) wiped back to zeros, the volume
+ * removed if the run created it.
+ */
+static void rec_overlay_device(struct rec *r, const struct merge_chains *ch, json_object *d)
+{
+	const char *name = rec_str(d, "disk"), *ov = rec_str(d, "overlay");
+	const char *node = rec_str(d, "overlay-node"), *fnode = rec_str(d, "overlay-file-node");
+	json_object *v, *stats = NULL;
+	struct lm_error e;
+	int64_t n = -1;
+	struct xl_cmd c;
+
+	if (node != NULL && merge_chains_has_node(ch, node))
+		rec_exec(r, xl_node_release(node), NULL, &e);
+	if (fnode != NULL && rec_has_step(r, "format")) {
+		if (!merge_chains_has_node(ch, fnode) &&
+		    rec_exec(r, xl_device_add(fnode, ov), NULL, &e) < 0)
+			rec_msg(r, "%s: cannot open %s to wipe it: %s", name, ov, e.msg);
+		if (rec_exec(r, xl_node_stats(), &stats, &e) == 0)
+			n = xl_node_written(stats, fnode);
+		json_object_put(stats);
+		/* not written since opened here: what a qcow2 create writes first */
+		c = xl_zero_hmp(fnode, n > 0 ? n : 4 * 65536);
+		if (c.args == NULL || rec_exec(r, c, NULL, &e) < 0)
+			rec_msg(r, "%s: left %s formatted by the interrupted snapshot: %s", name, ov,
+				c.args == NULL ? "no node to write through" : e.msg);
+		else
+			rec_msg(r, "%s: wiped what the interrupted snapshot wrote on %s", name, ov);
+	}
+	if (fnode != NULL)
+		rec_exec(r, xl_node_release(fnode), NULL, &e); /* gone already is fine */
+	if (json_object_object_get_ex(d, "overlay-volume", &v) && json_object_get_boolean(v) &&
+	    rec_file_exists(r, ov)) {
+		if (rec_volume_remove(r, ov, &e) < 0)
+			rec_msg(r, "%s: left %s, created by the interrupted snapshot: %s", name, ov,
+				e.msg);
+		else
+			rec_msg(r, "%s: removed volume %s, created by the interrupted snapshot", name,
+				ov);
+	}
 }
 
 /* ---- durability ------------------------------------------------------------- */
@@ -703,6 +789,12 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 		if (strcmp(verb, "snapshot") == 0) {
 			const char *ov = rec_str(d, "overlay");
 
+			if (rec_chain_is(md, rec_arr(d, "before")) && ov != NULL &&
+			    json_object_object_get_ex(d, "overlay-device", &v) &&
+			    json_object_get_boolean(v) && !rec_in_any_chain(ch, ov)) {
+				rec_overlay_device(&r, ch, d);
+				continue;
+			}
 			if (rec_chain_is(md, rec_arr(d, "before")) && ov != NULL &&
 			    json_object_object_get_ex(d, "overlay-created", &v) &&
 			    json_object_get_boolean(v) && !rec_in_any_chain(ch, ov) &&

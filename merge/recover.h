@@ -41,6 +41,9 @@ struct merge_recover_opts {
 	void *arg;
 	struct host *host; /* the VM's host, where its image files are (borrowed;
 			      NULL: this machine) */
+	const char *volume_cmd; /* removes the volumes an interrupted snapshot
+				   created (NULL: they are left, and named) */
+	double volume_timeout;
 	double timeout; /* for jobs to end, s (0: 120) */
 };
 

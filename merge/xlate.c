@@ -208,7 +208,7 @@ struct xl_cmd xl_zero_hmp(const char *node, int64_t len)
 
 struct xl_cmd xl_node_stats(void)
 {
-	struct xl_cmd c = { "query-blockstats", json_object_new_object(), NULL };
+	struct xl_cmd c = { "query-blockstats", json_object_new_object(), "query" };
 
 	json_object_object_add(c.args, "query-nodes", json_object_new_boolean(1));
 	return c;
