@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# test-block-ssh: block volumes on a VM reached over ssh:// (a private sshd on 127.0.0.1): the
+# volume command runs on that host through an exec channel of the VM's SSH session, the
+# device checks go through the session too.
+#   vda: a 4M qcow2 base volume <- a 16M layer volume (the active layer at start)
+# 1. snapshot onto a volume that does not exist yet: created on the host, formatted through
+#    QMP, put on top; a live write lands in it
+# 2. intermediate commit of the 16M layer into the 4M base: the base is grown on the host
+#    first, then merged; the chain checked over ssh and in QEMU
+# Every layer's data read back offline at the end. sshd runs without the sftp subsystem the
+# second time (SSH_SFTP=0): the same snapshot through the shell alone.
+# it-timeout: 300
+set -euo pipefail
+# shellcheck source=integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=integration/lib-merge.sh
+. "$IT_DIR/lib-merge.sh"
+# shellcheck source=integration/lib-ssh.sh
+. "$IT_DIR/lib-ssh.sh"
+# shellcheck source=integration/lib-block.sh
+. "$IT_DIR/lib-block.sh"
+lm_setup
+ssh_setup
+if ! blk_setup; then
+	it_pass
+fi
+MIB=1048576
+mkdir -p "$T/vols" "$T/v"
+# the host's shell does not get our environment: a wrapper names the volumes' directory
+VCMD=$T/vcmd
+printf '#!/bin/sh\nLM_LOOP_DIR=%s exec %s "$@"\n' "$T/vols" "$IT_ROOT/examples/volume-loop" >"$VCMD"
+chmod +x "$VCMD"
+it_on_exit "for l in $T/v/*; do [ -L \"\$l\" ] && $VCMD remove \"\$l\"; done; true"
+
+"$VCMD" create "$T/v/b0" $((4 * MIB)) || it_fail "volume-loop create b0"
+qemu-img create -q -f qcow2 "$T/v/b0" 64M
+blk_io qcow2 "$T/v/b0" "write -P 0x50 0 512k"
+"$VCMD" create "$T/v/l1" $((16 * MIB)) || it_fail "volume-loop create l1"
+qemu-img create -q -f qcow2 -b "$T/v/b0" -F qcow2 "$T/v/l1" 64M
+blk_io qcow2 "$T/v/l1" "write -P 0x51 2M 4M"
+it__launch vm "$T/vm.qmp" qemu-system-x86_64 -machine q35,accel=tcg -S -nodefaults \
+	-display none -qmp "unix:$T/vm.qmp,server=on,wait=off" \
+	-blockdev "driver=host_device,filename=$T/v/l1,node-name=vda-file" \
+	-blockdev "driver=qcow2,file=vda-file,node-name=vda-top" \
+	-device "virtio-blk-pci,drive=vda-top,id=vda"
+LM_SOCK=$T/vm.qmp
+TG=$(ssh_target "$T/vm.qmp")
+OPTS=(-c "$TG" --known-hosts "$SSH_KH" -i "$SSH_DIR/id_client")
+
+# ---------------------------------------------------------------- 1. snapshot onto a new volume
+ssh_start sshd
+lms_ok "${OPTS[@]}" --json snapshot "vda=$T/v/s1" --volume-cmd "$VCMD" --initial-size 16M
+[[ -L $T/v/s1 && -b $T/v/s1 ]] || it_fail "no volume made on the host at $T/v/s1: $(lms_report)"
+assert_chain vda "$T/v/s1" "$T/v/l1" "$T/v/b0"
+hmp_write "$T/vm.qmp" vda 0x52 $((8 * MIB)) $MIB
+
+# ---------------------------------------------------------------- 2. commit into the small base
+size_b0=$(blk_size "$(readlink "$T/v/b0")")
+lms_ok "${OPTS[@]}" --json commit vda --top "$T/v/l1" --base "$T/v/b0" --volume-cmd "$VCMD"
+(($(blk_size "$(readlink "$T/v/b0")") > size_b0)) || it_fail "the base was not grown on the host: $(lms_report)"
+assert_chain vda "$T/v/s1" "$T/v/b0"
+hmp_write "$T/vm.qmp" vda 0x53 $((9 * MIB)) $MIB
+ssh_stop sshd
+
+# ---------------------------------------------------------------- 3. no sftp subsystem
+SSH_SFTP=0 ssh_start nosftp
+ov2=$(blk_loop ov2 32M)
+lms_ok "${OPTS[@]}" --json snapshot "vda=$ov2"
+assert_chain vda "$ov2" "$T/v/s1" "$T/v/b0"
+hmp_write "$T/vm.qmp" vda 0x54 $((10 * MIB)) $MIB
+rnd=$(blk_loop rnd 32M)
+head -c $MIB /dev/urandom | dd of="$rnd" bs=1M conv=notrunc status=none
+sum=$(head -c $MIB "$rnd" | sha256sum)
+lms "${OPTS[@]}" snapshot "vda=$rnd"
+((LMS_RC == 2)) || it_fail "no sftp: a device holding data was not refused: $(lms_report)"
+it_assert_eq "$(head -c $MIB "$rnd" | sha256sum)" "$sum" "no sftp: the refused device's first MiB"
+ssh_stop nosftp
+
+# ---------------------------------------------------------------- the data, offline
+stop_vm vm
+blk_io qcow2 "$ov2" "read -P 0x50 0 512k" "read -P 0x51 2M 4M" "read -P 0x52 8M 1M" \
+	"read -P 0x53 9M 1M" "read -P 0x54 10M 1M"
+blk_io qcow2 "$T/v/b0" "read -P 0x50 0 512k" "read -P 0x51 2M 4M"
+out=$(qemu-img check -f qcow2 "$T/v/b0" 2>&1) || it_fail "qemu-img check of the grown base: $out"
+it_pass
