@@ -156,6 +156,19 @@ static int watch_req_current(struct watch_req *rq, struct merge_watch **w, char 
 	return cur;
 }
 
+/* The watch a reply without a layer is for, or NULL when it came on an
+ * earlier connection; rq is freed. */
+static struct merge_watch *watch_reply(void *arg)
+{
+	struct merge_watch *w;
+	char *prot;
+
+	if (!watch_req_current(arg, &w, &prot, NULL))
+		w = NULL;
+	free(prot);
+	return w;
+}
+
 static void watch_armed_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
 			   void *arg)
 {
@@ -203,10 +216,9 @@ static void watch_continued_cb(struct qmp_conn *c, json_object *ret, const struc
 			       void *arg)
 {
 	struct merge_watch *w;
-	char *prot;
 
 	(void)c, (void)ret;
-	if (watch_req_current(arg, &w, &prot, NULL)) {
+	if ((w = watch_reply(arg)) != NULL) {
 		w->continuing = 0;
 		if (err != NULL) {
 			watch_msg(w, "QEMU refused to resume the VM: %s", err->msg);
@@ -215,17 +227,15 @@ static void watch_continued_cb(struct qmp_conn *c, json_object *ret, const struc
 			watch_msg(w, "VM resumed: its volumes have room again");
 		}
 	}
-	free(prot);
 }
 
 static void watch_status_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
 			    void *arg)
 {
 	struct merge_watch *w;
-	char *prot;
 
 	(void)c;
-	if (watch_req_current(arg, &w, &prot, NULL)) {
+	if ((w = watch_reply(arg)) != NULL) {
 		if (err == NULL && xl_vm_status_io_error(ret)) {
 			watch_send(w, xl_vm_continue(), NULL, 0, watch_continued_cb);
 		} else {
@@ -234,7 +244,6 @@ static void watch_status_cb(struct qmp_conn *c, json_object *ret, const struct l
 			w->vm_nospace = 0;
 		}
 	}
-	free(prot);
 }
 
 /* Resume the VM when it stopped for want of space and every layer it
@@ -477,6 +486,8 @@ static void watch_nospace(struct merge_watch *w, json_object *devices)
 			  l->disk, l->path);
 		l->nospace = 1;
 		w->vm_nospace = 1;
+		if (l->op != NULL)
+			l->op_why = "nospace"; /* started as found past its threshold: the same need */
 		watch_extend(l, "nospace", 0);
 	}
 	watch_maybe_continue(w);
@@ -498,14 +509,10 @@ static void watch_devices_cb(struct qmp_conn *c, json_object *ret, const struct 
 			     void *arg)
 {
 	struct merge_watch *w;
-	char *prot;
 
 	(void)c;
-	if (!watch_req_current(arg, &w, &prot, NULL)) {
-		free(prot);
+	if ((w = watch_reply(arg)) == NULL)
 		return;
-	}
-	free(prot);
 	if (err != NULL) {
 		watch_refresh_done(w);
 		return;
@@ -520,26 +527,20 @@ static void watch_vm_devices_cb(struct qmp_conn *c, json_object *ret, const stru
 				void *arg)
 {
 	struct merge_watch *w;
-	char *prot;
 
 	(void)c;
-	if (watch_req_current(arg, &w, &prot, NULL) && err == NULL)
+	if ((w = watch_reply(arg)) != NULL && err == NULL)
 		watch_nospace(w, ret);
-	free(prot);
 }
 
 static void watch_vm_status_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
 			       void *arg)
 {
 	struct merge_watch *w;
-	char *prot;
 
 	(void)c;
-	if (!watch_req_current(arg, &w, &prot, NULL)) {
-		free(prot);
+	if ((w = watch_reply(arg)) == NULL)
 		return;
-	}
-	free(prot);
 	if (err == NULL && xl_vm_status_io_error(ret))
 		watch_send(w, xl_query_devices(), NULL, 0, watch_vm_devices_cb);
 	if (!w->ready) {
@@ -552,16 +553,12 @@ static void watch_vm_status_cb(struct qmp_conn *c, json_object *ret, const struc
 
 static void watch_chains_cb(struct merge_chains *ch, const struct lm_error *err, void *arg)
 {
-	struct watch_req *rq = arg;
 	struct merge_watch *w;
-	char *prot;
 
-	if (!watch_req_current(rq, &w, &prot, NULL)) {
-		free(prot);
+	if ((w = watch_reply(arg)) == NULL) {
 		merge_chains_free(ch);
 		return;
 	}
-	free(prot);
 	if (err != NULL) {
 		watch_msg(w, "cannot read the chains: %s", err->msg);
 		watch_refresh_done(w);
@@ -583,14 +580,11 @@ static void watch_jobs_cb(struct qmp_conn *c, json_object *ret, const struct lm_
 	struct watch_req *rq;
 	struct lm_error e;
 	const char *hazard;
-	char *prot, line[300];
+	char line[300];
 
 	(void)c;
-	if (!watch_req_current(arg, &w, &prot, NULL)) {
-		free(prot);
+	if ((w = watch_reply(arg)) == NULL)
 		return;
-	}
-	free(prot);
 	if (err != NULL) {
 		watch_refresh_done(w);
 		return;
@@ -636,14 +630,11 @@ static void watch_rescan_devices_cb(struct qmp_conn *c, json_object *ret,
 {
 	struct merge_watch *w;
 	struct watch_layer *l;
-	char *prot, *sig;
+	char *sig;
 
 	(void)c;
-	if (!watch_req_current(arg, &w, &prot, NULL) || err != NULL) {
-		free(prot);
+	if ((w = watch_reply(arg)) == NULL || err != NULL)
 		return;
-	}
-	free(prot);
 	sig = watch_signature(ret);
 	if (sig != NULL && (w->signature == NULL || strcmp(sig, w->signature) != 0)) {
 		watch_refresh(w);
