@@ -12,6 +12,7 @@ extern const struct cmd_entry cmd_qmp_entry;
 extern const struct cmd_entry cmd_recover_entry;
 extern const struct cmd_entry cmd_snapshot_entry;
 extern const struct cmd_entry cmd_stream_entry;
+extern const struct cmd_entry cmd_watch_entry;
 
 const struct cmd_entry *const cmd_table[] = {
 	&cmd_chain_entry,
@@ -21,6 +22,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_jobs_entry,
 	&cmd_cancel_entry,
 	&cmd_recover_entry,
+	&cmd_watch_entry,
 	&cmd_batch_entry,
 	&cmd_qmp_entry,
 	NULL,

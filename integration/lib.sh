@@ -203,7 +203,7 @@ it__launch() {
 it__optpath() {
 	local f=$1
 	[[ $f == /* ]] || f=$PWD/$f
-	[[ -f $f ]] || it_fail "no such image: $f"
+	[[ -f $f || -b $f ]] || it_fail "no such image: $f"
 	echo "${f//,/,,}"
 }
 

@@ -403,3 +403,89 @@ int xl_query_jobs_entry(json_object *ret, int i, struct xl_job_info *out)
 	out->len = xl_int(o, "total-progress");
 	return out->id == NULL ? -1 : 0;
 }
+
+struct xl_cmd xl_write_threshold(const char *node, int64_t bytes)
+{
+	struct xl_cmd c = { "block-set-write-threshold", json_object_new_object(), "threshold" };
+
+	json_object_object_add(c.args, "node-name", json_object_new_string(node));
+	json_object_object_add(c.args, "write-threshold", json_object_new_int64(bytes));
+	return c;
+}
+
+struct xl_cmd xl_vm_continue(void)
+{
+	struct xl_cmd c = { "cont", NULL, "continue" };
+
+	return c;
+}
+
+struct xl_cmd xl_vm_status(void)
+{
+	struct xl_cmd c = { "query-status", NULL, "query" };
+
+	return c;
+}
+
+struct xl_cmd xl_query_devices(void)
+{
+	struct xl_cmd c = { "query-block", NULL, "query" };
+
+	return c;
+}
+
+int xl_vm_status_io_error(json_object *ret)
+{
+	const char *st = xl_str(ret, "status");
+
+	return st != NULL && strcmp(st, "io-error") == 0;
+}
+
+int xl_query_devices_entry(json_object *ret, int i, struct xl_device_info *out)
+{
+	json_object *d, *ins;
+	const char *io;
+
+	if (!json_object_is_type(ret, json_type_array) || i < 0 ||
+	    (size_t)i >= json_object_array_length(ret))
+		return -1;
+	d = json_object_array_get_idx(ret, (size_t)i);
+	if (!json_object_is_type(d, json_type_object))
+		return -1;
+	out->device = xl_str(d, "device");
+	out->qdev = xl_str(d, "qdev");
+	out->node = json_object_object_get_ex(d, "inserted", &ins) ? xl_str(ins, "node-name") : NULL;
+	io = xl_str(d, "io-status");
+	out->nospace = io != NULL && strcmp(io, "nospace") == 0;
+	return 0;
+}
+
+void xl_watch_event_decode(const struct qmp_msg *ev, struct xl_watch_event *out)
+{
+	json_object *d = ev->data, *v;
+	const char *st;
+
+	memset(out, 0, sizeof(*out));
+	if (ev->ts_sec >= 0)
+		out->when = (double)ev->ts_sec + (double)(ev->ts_usec > 0 ? ev->ts_usec : 0) / 1e6;
+	if (strcmp(ev->event, "BLOCK_WRITE_THRESHOLD") == 0) {
+		out->kind = XL_WEV_THRESHOLD;
+		out->node = xl_str(d, "node-name");
+		if (json_object_object_get_ex(d, "write-threshold", &v))
+			out->threshold = json_object_get_int64(v);
+		if (json_object_object_get_ex(d, "amount-exceeded", &v))
+			out->exceeded = json_object_get_int64(v);
+	} else if (strcmp(ev->event, "BLOCK_IO_ERROR") == 0) {
+		out->kind = XL_WEV_IO_ERROR;
+		out->node = xl_str(d, "node-name");
+		out->device = xl_str(d, "device");
+		out->nospace = json_object_object_get_ex(d, "nospace", &v) && json_object_get_boolean(v);
+		st = xl_str(d, "action");
+		out->stopped = st != NULL && strcmp(st, "stop") == 0;
+	} else if (strcmp(ev->event, "BLOCK_JOB_COMPLETED") == 0 ||
+		   strcmp(ev->event, "BLOCK_JOB_CANCELLED") == 0 ||
+		   (strcmp(ev->event, "JOB_STATUS_CHANGE") == 0 && (st = xl_str(d, "status")) != NULL &&
+		    (strcmp(st, "concluded") == 0 || strcmp(st, "null") == 0))) {
+		out->kind = XL_WEV_JOB_END;
+	}
+}

@@ -158,4 +158,43 @@ struct xl_job_info {
  * entry is malformed. */
 int xl_query_jobs_entry(json_object *ret, int i, struct xl_job_info *out);
 
+/*
+ * Keeping block volumes ahead of the guest (merge/watch.c).
+ */
+
+/* Arm node's one-shot write threshold at bytes (0 disarms): an event when a
+ * write to node ends past it. */
+struct xl_cmd xl_write_threshold(const char *node, int64_t bytes);
+/* Resume a VM that stopped (on an I/O error). */
+struct xl_cmd xl_vm_continue(void);
+/* The VM's run state, and the disks as devices see them (query-block). */
+struct xl_cmd xl_vm_status(void);
+struct xl_cmd xl_query_devices(void);
+/* 1 if the run state (xl_vm_status's return) is "stopped on an I/O error". */
+int xl_vm_status_io_error(json_object *ret);
+
+/* One device of xl_query_devices' return: its names, the node it writes to
+ * (NULL: no medium) and whether its last I/O error was "no space". */
+struct xl_device_info {
+	const char *device, *qdev, *node;
+	int nospace;
+};
+/* The i-th device; -1 past the end or for a malformed entry. */
+int xl_query_devices_entry(json_object *ret, int i, struct xl_device_info *out);
+
+/* What an event means to a watcher of volumes. Strings borrowed from ev. */
+struct xl_watch_event {
+	enum {
+		XL_WEV_NONE,
+		XL_WEV_THRESHOLD, /* a write ended past node's threshold */
+		XL_WEV_IO_ERROR,  /* an I/O error on node/device; nospace, stopped */
+		XL_WEV_JOB_END,   /* a job ended: the graph may have changed */
+	} kind;
+	const char *node, *device;
+	int nospace, stopped;
+	int64_t threshold, exceeded;
+	double when; /* QEMU's timestamp, s since the epoch; 0 unknown */
+};
+void xl_watch_event_decode(const struct qmp_msg *ev, struct xl_watch_event *out);
+
 #endif

@@ -6,7 +6,8 @@
 #   guest_build                     build or reuse the guest in $GUEST_DIR (build/guest)
 #   guest_mkfs FILE SIZE            a qcow2 image holding an empty ext4 filesystem (mkfs.ext4)
 #   start_guest NAME [-r RATE] [-f FSIMAGE] TOPFILE...
-#                                   boot the guest; TOPFILE... (qcow2) are the log disks vda,
+#                                   boot the guest; TOPFILE... (qcow2; on a block device, or a
+#                                   link to one: host_device) are the log disks vda,
 #                                   vdb, ...; FSIMAGE the next letter, mounted at /mnt. Returns
 #                                   once qemu-ga answers and every disk has an ACK; sets
 #                                   GUEST_BOOT_SECONDS (QEMU start to the last first ACK)
@@ -24,7 +25,8 @@
 # Layout of a guest NAME (disk N = vda, vdb, ... in the order given; the fs disk last):
 #   the same as lib.sh's start_vm_blockdev: file node vdX-file, qcow2 node vdX-top,
 #   virtio-blk-pci id vdX (also its serial, which the guest's writer matches the name by);
-#   $T/NAME.qmp QMP, $T/NAME.qga qemu-ga (virtio-serial port org.qemu.guest_agent.0),
+#   $T/NAME.qmp QMP, $T/NAME.mon2 a second QMP monitor (for a test's own eyes while a
+#   livemerge holds the first: QEMU serves one client per monitor), $T/NAME.qga qemu-ga (virtio-serial port org.qemu.guest_agent.0),
 #   $T/NAME.ack the writer's ACK lines (port org.livemerge.ack.0, a chardev file),
 #   $T/NAME.console the serial console (kernel, /init's LMGUEST lines, writer LOG/ERR lines).
 # The writer's ACK protocol (writer.c): "ACK <disk> <seq>" after the fdatasync that made seqs up
@@ -130,7 +132,7 @@ guest_qga() {
 
 start_guest() {
 	local name=$1 rate=${GUEST_RATE:-100} fs='' i=0 id top disks='' letters=abcdefghijklmnopqrstuvwxyz
-	local start deadline d append skip
+	local start deadline d append skip drv
 	local -a args=() logdisks=()
 	shift
 	while (($#)); do
@@ -144,8 +146,10 @@ start_guest() {
 	[[ -f $GUEST_DIR/vmlinuz && -f $GUEST_DIR/initrd.img ]] || guest_build
 	for top in "$@" ${fs:+"$fs"}; do
 		id=vd${letters:i:1}
+		drv=file
+		[[ ! -b $top ]] || drv=host_device # a block device (a volume), or a link to one
 		top=$(it__optpath "$top")
-		args+=(-blockdev "driver=file,filename=$top,node-name=$id-file"
+		args+=(-blockdev "driver=$drv,filename=$top,node-name=$id-file"
 			-blockdev "driver=qcow2,file=$id-file,node-name=$id-top"
 			-device "virtio-blk-pci,drive=$id-top,id=$id,serial=$id")
 		if ((i < $#)); then
@@ -173,6 +177,7 @@ start_guest() {
 		-kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initrd.img" -append "$append" \
 		-chardev "file,id=console0,path=$T/$name.console,append=on" -serial chardev:console0 \
 		-qmp "unix:$T/$name.qmp,server=on,wait=off" \
+		-qmp "unix:$T/$name.mon2,server=on,wait=off" \
 		-device virtio-serial-pci,id=vserial0 \
 		-chardev "socket,id=qga0,path=$T/$name.qga,server=on,wait=off" \
 		-device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0 \
