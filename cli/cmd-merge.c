@@ -13,7 +13,7 @@ const struct cmd_entry cmd_commit_entry = {
 	.name = "commit",
 	.args_usage = "DISK [DISK...] [--top LAYER] [--base LAYER] [--speed BYTES] [--delete]\n"
 		      "       [--wait-for-space SECS] [--volume-cmd CMD [--volume-timeout SECS]\n"
-		      "       [--chunk BYTES]]",
+		      "       [--chunk BYTES] [--headroom BYTES]]",
 	.summary = "merge a layer down into the one below, live; several disks pivot all or none",
 	.help = "\nMerges the data of --top (default: the active layer) down into --base\n"
 		"(default: the layer right below top), live. From the active layer this is an\n"
@@ -39,8 +39,14 @@ const struct cmd_entry cmd_commit_entry = {
 		"                  VM's host (over ssh:// through an exec channel):\n"
 		"                  `CMD extend PATH BYTES`, `CMD remove PATH`; exit 0 is done\n"
 		"  --volume-timeout SECS  limit for one run of CMD (default 60)\n"
-		"  --chunk BYTES   an active commit's base gets this much room on top\n"
-		"                  (default 2.5G)\n"
+		"  --chunk BYTES   growth step: an active commit's base gets this much room\n"
+		"                  on top, and a layer that fills while a job runs grows by\n"
+		"                  it (default 2.5G)\n"
+		"  --headroom BYTES  while a job runs, every block-device layer that receives\n"
+		"                  writes (the active layer, a commit's base) carries QEMU's\n"
+		"                  write threshold this far below its end; crossing it grows\n"
+		"                  the layer by a chunk (CMD extend) at once (default 80 %% of\n"
+		"                  the chunk)\n"
 		"A base on a block device must hold what is merged into it: its allocation\n"
 		"plus the size of every layer merged (at most what such an image can need).\n"
 		"If it is smaller, CMD extend runs before any job starts; without\n"

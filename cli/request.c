@@ -19,7 +19,7 @@ struct req_opts {
 	int del;
 	const char *volume_cmd;
 	double volume_timeout;
-	int64_t initial_size, chunk;
+	int64_t initial_size, chunk, headroom;
 };
 
 static int req_seconds(const char *opt, const char *arg, double *out)
@@ -67,6 +67,10 @@ static int req_opt(struct cli_ctx *ctx, int opt, const char *arg, void *data)
 		if (cli_parse_size(arg, &o->chunk) < 0 || o->chunk <= 0)
 			return cli_error(EXIT_USAGE, "--chunk: '%s' is not a byte count", arg);
 		return 0;
+	case 'H':
+		if (cli_parse_size(arg, &o->headroom) < 0 || o->headroom <= 0)
+			return cli_error(EXIT_USAGE, "--headroom: '%s' is not a byte count", arg);
+		return 0;
 	}
 	return EXIT_USAGE;
 }
@@ -107,6 +111,7 @@ int cli_request_parse(struct cli_ctx *ctx, int argc, char **argv, struct cli_req
 		{ "volume-cmd", required_argument, NULL, 'V' },
 		{ "volume-timeout", required_argument, NULL, 'T' },
 		{ "chunk", required_argument, NULL, 'C' },
+		{ "headroom", required_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const struct option snapshot_opts[] = {
@@ -181,6 +186,7 @@ int cli_request_parse(struct cli_ctx *ctx, int argc, char **argv, struct cli_req
 	out->req.volume_timeout = o.volume_timeout;
 	out->req.initial_size = o.initial_size;
 	out->req.chunk = o.chunk;
+	out->req.headroom = o.headroom;
 	out->quiesce = o.quiesce;
 	return 0;
 }

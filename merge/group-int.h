@@ -67,6 +67,7 @@ struct gjob {
 	int ov_file_added, ov_formatted, ov_added; /* done so far, undone on failure */
 	char *ov_file_node;
 	int64_t need;        /* commit into a block device: the bytes it must hold */
+	int64_t grown;       /* ... and the size the preparation grew it to */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
 	char *error;
@@ -124,6 +125,9 @@ struct merge_group {
 	struct merge_volume_op *vol_op;
 	ev_timer vol_poll;     /* a blockdev-create job, until it concludes */
 	int undo;              /* undoing the preparation: 1 running, 2 done */
+	struct g_mark *marks;  /* block-device layers kept ahead of the writes */
+	int nmarks;
+	int marks_wait;        /* the end waits for a layer that grows */
 	int cancel_requested;
 	int refs; /* the group + every command in flight */
 	int abandoned;
@@ -209,6 +213,9 @@ int g_check_base_space(struct merge_group *g);
 void g_prepare(struct merge_group *g);
 int g_volumes_hold_finish(struct merge_group *g);
 void g_volumes_stop(struct merge_group *g);
+void g_marks_arm(struct merge_group *g);
+void g_marks_event(struct merge_group *g, const struct qmp_msg *ev);
+void g_marks_free(struct merge_group *g);
 
 /* group-resolve.c */
 void g_jobs_fetched(struct merge_group *g, struct gjob *unused, json_object *ret,

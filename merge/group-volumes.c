@@ -30,6 +30,16 @@
 
 #define VOL_HEAD 65536 /* what must be zeros on an overlay device */
 
+/* A block-device layer kept ahead of the writes (see "watermarks"). */
+struct g_mark {
+	struct merge_group *g;
+	struct gjob *j;
+	char *node, *path;
+	int64_t size, max;
+	struct merge_volume_op *op;
+};
+
+
 static int g_has_volume_cmd(const struct merge_group *g)
 {
 	return g->req.volume_cmd != NULL || g->req.volume_fn != NULL;
@@ -44,6 +54,8 @@ void g_volumes_init(struct merge_group *g)
 	g->vols.journal = g->req.dry_run ? NULL : g->req.journal;
 	if (g->req.chunk <= 0)
 		g->req.chunk = MERGE_VOLUME_CHUNK;
+	if (g->req.headroom <= 0 || g->req.headroom >= g->req.chunk)
+		g->req.headroom = g->req.chunk / 5 * 4;
 }
 
 /* ------------------------------------------------------------ resolve */
@@ -201,8 +213,10 @@ static void g_vol_done(void *arg, const struct lm_error *err)
 	} else {
 		if (j->ov_create && !j->ov_created)
 			j->ov_created = 1;
-		else if (j->need > 0)
+		else if (j->need > 0) {
+			j->grown = j->need;
 			j->need = 0; /* grown */
+		}
 		g_prepare_next(g);
 	}
 	g_unref(g);
@@ -495,6 +509,11 @@ int g_volumes_hold_finish(struct merge_group *g)
 {
 	int i, any = 0;
 
+	for (i = 0; i < g->nmarks && !g->abandoned; i++)
+		if (g->marks[i].op != NULL) {
+			g->marks_wait = 1; /* a layer still grows: its answer ends it */
+			return 1;
+		}
 	if (g->outcome != MERGE_FAILED || g->undo != 0 || g->abandoned)
 		return 0;
 	for (i = 0; i < g->n; i++)
@@ -512,10 +531,151 @@ int g_volumes_hold_finish(struct merge_group *g)
 /* Cancel what runs (the group is abandoned or freed). */
 void g_volumes_stop(struct merge_group *g)
 {
+	int i;
+
 	ev_timer_stop(g->loop, &g->vol_poll);
+	for (i = 0; i < g->nmarks; i++)
+		if (g->marks[i].op != NULL) {
+			merge_volume_cancel(g->marks[i].op);
+			g->marks[i].op = NULL;
+			g->refs--; /* the caller holds the last reference */
+		}
 	if (g->vol_op != NULL) {
 		merge_volume_cancel(g->vol_op);
 		g->vol_op = NULL;
 		g_unref(g);
 	}
+}
+
+/* ------------------------------------------------------------ watermarks */
+
+/*
+ * While the jobs run, every block-device layer that receives writes (the
+ * active layer, which the guest writes; the base of a commit, which the job
+ * writes) carries QEMU's one-shot write threshold at its size less the
+ * headroom, on its protocol node (offsets on the device: what must fit).
+ * Each BLOCK_WRITE_THRESHOLD grows it by a chunk through the volume command
+ * (capped at the most the layer can need) and arms the threshold again. No
+ * polling. QEMU writes past the device size it opened with once the device
+ * is larger, so the size kept here is the one the command grew it to.
+ */
+static void g_mark_armed(struct merge_group *g, struct gjob *j, json_object *ret,
+			 const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL && !g_is_conn_error(err))
+		g_msg(g, "%s: cannot watch the space of a layer: %s", j->name, err->msg);
+}
+
+static void g_mark_arm(struct g_mark *m)
+{
+	int64_t t = merge_volume_threshold(m->size, m->g->req.headroom, m->max);
+
+	if (t > 0 && !m->g->done)
+		(void)g_send(m->g, xl_write_threshold(m->node, t), 0, m->j, g_mark_armed);
+}
+
+static void g_mark_grown(void *arg, const struct lm_error *err)
+{
+	struct g_mark *m = arg;
+	struct merge_group *g = m->g;
+	int64_t next = merge_volume_next_size(m->size, g->req.chunk, m->max);
+
+	m->op = NULL;
+	if (!g->done && !g->abandoned) {
+		if (err != NULL) {
+			g_msg(g, "%s: cannot grow %s: %s", m->j->name, m->path, err->msg);
+		} else {
+			g_msg(g, "%s: grew %s from %lld to %lld bytes", m->j->name, m->path,
+			      (long long)m->size, (long long)next);
+			m->size = next;
+			if (!g->marks_wait)
+				g_mark_arm(m);
+		}
+		if (g->marks_wait) {
+			g->marks_wait = 0;
+			g_finish(g); /* waits again while another layer grows */
+		}
+	}
+	g_unref(g);
+}
+
+/* Arm the thresholds of the layers that receive writes (P_RUN). */
+void g_marks_arm(struct merge_group *g)
+{
+	int i, r;
+
+	if ((g->req.volume_cmd == NULL && g->req.volume_fn == NULL) || g->req.dry_run)
+		return;
+	if ((g->marks = calloc((size_t)g->n * 2, sizeof(*g->marks))) == NULL)
+		return;
+	for (i = 0; i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *b = g_disk_before(g, j);
+		int ks[2] = { 0, g->req.verb == MERGE_COMMIT && j->base < b->nlayers ? j->base : -1 };
+
+		for (r = 0; r < 2; r++) {
+			const struct merge_layer *l = ks[r] >= 0 ? &b->layers[ks[r]] : NULL;
+			const char *node = l == NULL ? NULL : l->file_node ? l->file_node : l->node_name;
+			struct g_mark *m = &g->marks[g->nmarks];
+
+			if (l == NULL || !g_layer_is_block(l) || node == NULL || l->size <= 0)
+				continue;
+			m->g = g;
+			m->j = j;
+			m->node = strdup(node);
+			m->path = strdup(l->filename);
+			m->size = ks[r] == j->base && j->grown > l->size ? j->grown : l->size;
+			m->max = g_layer_max(l);
+			if (m->node == NULL || m->path == NULL) {
+				free(m->node);
+				free(m->path);
+				continue;
+			}
+			g->nmarks++;
+			g_mark_arm(m);
+		}
+	}
+}
+
+/* An event: a threshold crossed on one of ours grows that layer. */
+void g_marks_event(struct merge_group *g, const struct qmp_msg *ev)
+{
+	struct xl_watch_event we;
+	struct lm_error e;
+	int i;
+
+	if (g->nmarks == 0)
+		return;
+	xl_watch_event_decode(ev, &we);
+	if (we.kind != XL_WEV_THRESHOLD || we.node == NULL)
+		return;
+	for (i = 0; i < g->nmarks; i++) {
+		struct g_mark *m = &g->marks[i];
+		int64_t next = merge_volume_next_size(m->size, g->req.chunk, m->max);
+
+		if (strcmp(m->node, we.node) != 0 || m->op != NULL || next <= m->size)
+			continue;
+		g->refs++;
+		m->op = merge_volume_run(&g->vols, MERGE_VOLUME_EXTEND, m->path, next, g_mark_grown, m,
+					 &e);
+		if (m->op == NULL) {
+			g->refs--;
+			g_msg(g, "%s: cannot grow %s: %s", m->j->name, m->path, e.msg);
+		}
+	}
+}
+
+/* Free the marks (the group's last reference: nothing grows any more). */
+void g_marks_free(struct merge_group *g)
+{
+	int i;
+
+	for (i = 0; i < g->nmarks; i++) {
+		free(g->marks[i].node);
+		free(g->marks[i].path);
+	}
+	free(g->marks);
+	g->marks = NULL;
+	g->nmarks = 0;
 }

@@ -87,6 +87,7 @@ void g_unref(struct merge_group *g)
 	ev_timer_stop(g->loop, &g->freeze_watchdog);
 	ev_timer_stop(g->loop, &g->space_timer);
 	ev_timer_stop(g->loop, &g->vol_poll);
+	g_marks_free(g);
 	for (i = 0; i < g->n; i++) {
 		struct gjob *j = &g->jobs[i];
 
@@ -380,6 +381,8 @@ void g_advance(struct merge_group *g, enum g_phase next)
 		g_act(g); /* group-act.c */
 		return;
 	case P_RUN:
+		/* thresholds first: a job may fill a layer before any reply */
+		g_marks_arm(g); /* group-volumes.c */
 		g_start_jobs(g); /* group-act.c */
 		return;
 	case P_COMPLETE:
@@ -484,6 +487,7 @@ static void g_event_cb(struct qmp_conn *c, const struct qmp_msg *ev, void *arg)
 	struct gjob *j;
 
 	(void)c;
+	g_marks_event(g, ev); /* a block-device layer to grow */
 	xl_job_event_decode(ev, &je);
 	if (je.kind == XL_EV_NONE || (j = g_job_by_id(g, je.job_id)) == NULL)
 		return;

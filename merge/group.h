@@ -78,6 +78,10 @@ struct merge_request {
 				  its bytes (0: one chunk, at most what the
 				  overlay can need) */
 	int64_t chunk;         /* growth step (0: MERGE_VOLUME_CHUNK) */
+	int64_t headroom;      /* while a job runs, a block-device layer that
+				  receives writes is grown by a chunk when a
+				  write ends within this many bytes of its end
+				  (0: 80 % of the chunk) */
 };
 
 /* Outcomes; the values are the CLI's exit codes. */
