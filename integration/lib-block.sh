@@ -12,6 +12,9 @@
 #                     the device is recorded in $T/blk/loops, which the cleanup reads
 # blk_grow DEV BYTES  grow DEV's file to BYTES and have the kernel see it (losetup -c)
 # blk_size DEV        DEV's size in bytes as the kernel has it now (blockdev --getsize64)
+# blk_volumes         after blk_setup: examples/volume-loop as the volume command (VCMD),
+#                     its files in $T/vols (LM_LOOP_DIR, exported), volumes named under $T/v;
+#                     every volume left there is removed by the cleanup
 # blk_io FMT DEV CMD...  qemu-io on DEV (format FMT) with each CMD; fails the test unless
 #                     each succeeds
 #
@@ -90,4 +93,11 @@ blk_io() {
 	for c; do args+=(-c "$c"); done
 	out=$(qemu-io -f "$fmt" "${args[@]}" "$dev" 2>&1) || true
 	it__io_check "qemu-io -f $fmt $dev" "$out" "$@"
+}
+
+blk_volumes() {
+	VCMD=$IT_ROOT/examples/volume-loop
+	export LM_LOOP_DIR=$T/vols
+	mkdir -p "$LM_LOOP_DIR" "$T/v"
+	it_on_exit "for l in $T/v/*; do [ -L \"\$l\" ] && LM_LOOP_DIR=$LM_LOOP_DIR $VCMD remove \"\$l\"; done; true"
 }

@@ -17,10 +17,7 @@ if ! blk_setup; then
 	it_pass
 fi
 MIB=1048576
-VCMD=$IT_ROOT/examples/volume-loop
-export LM_LOOP_DIR=$T/vols
-mkdir -p "$LM_LOOP_DIR" "$T/v"
-it_on_exit "for l in $T/v/*; do [ -L \"\$l\" ] && LM_LOOP_DIR=$LM_LOOP_DIR $VCMD remove \"\$l\"; done; true"
+blk_volumes
 
 qemu-img create -q -f qcow2 "$T/base.qcow2" 64M
 blk_io qcow2 "$T/base.qcow2" "write -P 0x60 0 6M"

@@ -26,11 +26,7 @@ if ! blk_setup; then
 	it_pass
 fi
 MIB=1048576
-VCMD=$IT_ROOT/examples/volume-loop
-export LM_LOOP_DIR=$T/vols
-mkdir -p "$LM_LOOP_DIR" "$T/v"
-# volumes the command made are detached at the end too
-it_on_exit "for l in $T/v/*; do [ -L \"\$l\" ] && LM_LOOP_DIR=$LM_LOOP_DIR $VCMD remove \"\$l\"; done; true"
+blk_volumes
 
 # head_sum DEV: sha256 of DEV's first MiB
 head_sum() {
