@@ -477,7 +477,7 @@ hmp_write() {
 	out=${sock%.qmp}.out
 	[[ -f $out ]] || it_fail "hmp_write: no stdout file $out for $sock"
 	cmd="write -P $pat $off $len"
-	before=$(stat -c %s "$out")
+	before=$(stat -L -c %s "$out")
 	req=$(jq -nc --arg c "qemu-io -d /machine/peripheral/$qdev/virtio-backend \"$cmd\"" \
 		'{execute: "human-monitor-command", arguments: {"command-line": $c}}')
 	reply=$(qmp_raw "$sock" "$req") || it_fail "hmp_write: $reply"

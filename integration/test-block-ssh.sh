@@ -7,8 +7,11 @@
 #    QMP, put on top; a live write lands in it
 # 2. intermediate commit of the 16M layer into the 4M base: the base is grown on the host
 #    first, then merged; the chain checked over ssh and in QEMU
-# Every layer's data read back offline at the end. sshd runs without the sftp subsystem the
-# second time (SSH_SFTP=0): the same snapshot through the shell alone.
+# 3. sshd without the sftp subsystem (SSH_SFTP=0): a snapshot onto a device and a refusal
+#    of one holding data, checked through the shell alone
+# 4. watch over ssh: the guest writes past the threshold of the active volume; watch grows
+#    it on the host through the session; SIGTERM ends it with 0
+# Every layer's data read back offline at the end.
 # it-timeout: 300
 set -euo pipefail
 # shellcheck source=integration/lib.sh
@@ -40,6 +43,7 @@ qemu-img create -q -f qcow2 -b "$T/v/b0" -F qcow2 "$T/v/l1" 64M
 blk_io qcow2 "$T/v/l1" "write -P 0x51 2M 4M"
 it__launch vm "$T/vm.qmp" qemu-system-x86_64 -machine q35,accel=tcg -S -nodefaults \
 	-display none -qmp "unix:$T/vm.qmp,server=on,wait=off" \
+	-qmp "unix:$T/mon2.qmp,server=on,wait=off" \
 	-blockdev "driver=host_device,filename=$T/v/l1,node-name=vda-file" \
 	-blockdev "driver=qcow2,file=vda-file,node-name=vda-top" \
 	-device "virtio-blk-pci,drive=vda-top,id=vda"
@@ -76,10 +80,33 @@ lms "${OPTS[@]}" snapshot "vda=$rnd"
 it_assert_eq "$(head -c $MIB "$rnd" | sha256sum)" "$sum" "no sftp: the refused device's first MiB"
 ssh_stop nosftp
 
+# ---------------------------------------------------------------- 4. watch over ssh
+# the guest's writes (HMP qemu-io through a second monitor: watch holds the first) pass the
+# threshold of the active 8 MiB volume; watch grows it on the host through the session
+ssh_start watchd
+"$VCMD" create "$T/v/w1" $((8 * MIB)) || it_fail "volume-loop create w1"
+lms_ok "${OPTS[@]}" snapshot "vda=$T/v/w1"
+ln -s "$T/vm.out" "$T/mon2.out" # hmp_write reads qemu-io's answers in SOCK.out
+size_w=$(blk_size "$(readlink "$T/v/w1")")
+timeout -k 5 120 "$LM" "${OPTS[@]}" --json watch vda --volume-cmd "$VCMD" --chunk 8M --headroom 6M \
+	>"$T/watch.out" 2>"$T/watch.err" &
+wpid=$!
+n=200
+while ! grep -q . "$T/watch.err" "$T/watch.out" 2>/dev/null && ((n-- > 0)); do sleep 0.05; done
+sleep 1
+hmp_write "$T/mon2.qmp" vda 0x55 $((20 * MIB)) $((4 * MIB))
+n=200
+while ! grep -q '"to"' "$T/watch.out" && ((n-- > 0)); do sleep 0.05; done
+kill -TERM "$wpid"
+wait "$wpid" || it_fail "watch over ssh did not exit 0 on SIGTERM: $(head -n 3 "$T/watch.err")"
+grep -q '"to"' "$T/watch.out" || it_fail "watch over ssh extended nothing: $(head -n 3 "$T/watch.err")"
+(($(blk_size "$(readlink "$T/v/w1")") > size_w)) || it_fail "watch over ssh: the volume did not grow"
+ssh_stop watchd
+
 # ---------------------------------------------------------------- the data, offline
 stop_vm vm
-blk_io qcow2 "$ov2" "read -P 0x50 0 512k" "read -P 0x51 2M 4M" "read -P 0x52 8M 1M" \
-	"read -P 0x53 9M 1M" "read -P 0x54 10M 1M"
+blk_io qcow2 "$T/v/w1" "read -P 0x50 0 512k" "read -P 0x51 2M 4M" "read -P 0x52 8M 1M" \
+	"read -P 0x53 9M 1M" "read -P 0x54 10M 1M" "read -P 0x55 20M 4M"
 blk_io qcow2 "$T/v/b0" "read -P 0x50 0 512k" "read -P 0x51 2M 4M"
 out=$(qemu-img check -f qcow2 "$T/v/b0" 2>&1) || it_fail "qemu-img check of the grown base: $out"
 it_pass
