@@ -14,7 +14,7 @@ struct fakehost {
 	struct {
 		char path[256];
 		enum host_file_kind kind;
-		unsigned char head[1024];
+		unsigned char head[65536];
 		size_t len;
 		int removed;
 	} f[FAKE_FILES];

@@ -35,7 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../merge/group.h"
+#include "../merge/group-int.h"
 #include "../merge/journal.h"
 #include "fakehost.h"
 #include "fakeqmp.h"
@@ -1912,6 +1912,115 @@ static void test_snapshot_existing_overlay(void **state)
 	assert_int_equal(st.st_size, 4);
 }
 
+/* A block device as OVERLAY: taken only when empty and unused; anything on
+ * it (a qcow2 header, data) is refused before anything is sent. */
+static void device_overlay_refused(void **state, const char *head, const char *why)
+{
+	struct fixture *fx = *state;
+	const char *dev = "/dev/lm-test-device";
+	const struct merge_target t[1] = { { .disk = "vda", .overlay = dev } };
+	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 1, .targets = t };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
+	static unsigned char bytes[65536];
+
+	memset(bytes, 0, sizeof(bytes));
+	memcpy(bytes + 4096, head, strlen(head)); /* past the first sector: still seen */
+	fakehost_file(fh, dev, HOST_FILE_BLOCK, bytes, sizeof(bytes));
+	req.host = h;
+	s_begin(fx, "[]");
+	fx_start(fx, &req);
+	fx_finish(fx, 10);
+	assert_result(fx, "snapshot", MERGE_BAD_REQUEST);
+	assert_contains(fx->err.msg, dev);
+	assert_contains(fx->err.msg, why);
+	assert_cmds(fx, "");
+}
+
+static void test_snapshot_device_with_data(void **state)
+{
+	device_overlay_refused(state, "some data", "not all zeros");
+}
+
+/* A device with a few bytes only (shorter than 64 KiB) cannot be told empty. */
+static void test_snapshot_device_short(void **state)
+{
+	struct fixture *fx = *state;
+	const char *dev = "/dev/lm-test-short";
+	const struct merge_target t[1] = { { .disk = "vda", .overlay = dev } };
+	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 1, .targets = t };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
+	static const unsigned char zeros[512];
+
+	fakehost_file(fh, dev, HOST_FILE_BLOCK, zeros, sizeof(zeros));
+	req.host = h;
+	s_begin(fx, "[]");
+	fx_start(fx, &req);
+	fx_finish(fx, 10);
+	assert_result(fx, "snapshot", MERGE_BAD_REQUEST);
+	assert_contains(fx->err.msg, "shorter than 64 KiB");
+	assert_cmds(fx, "");
+}
+
+/* An empty device is formatted through QMP before the transaction: its node
+ * is added, a create job formats it naming the active layer, the qcow2 is
+ * opened, and the transaction puts it on top by node (blockdev-snapshot). */
+static void test_snapshot_device_formatted(void **state)
+{
+	struct fixture *fx = *state;
+	const char *dev = "/dev/lm-test-empty";
+	const struct merge_target t[1] = { { .disk = "vda", .overlay = dev } };
+	struct merge_request req = { .verb = MERGE_SNAPSHOT, .ntargets = 1, .targets = t };
+	struct fakehost *fh;
+	struct host *h = fx->host = fakehost_new(fx->loop, &fh);
+	static const unsigned char zeros[65536];
+	json_object *actions, *a, *v;
+	char id[256];
+
+	fakehost_file(fh, dev, HOST_FILE_BLOCK, zeros, sizeof(zeros));
+	req.host = h;
+	s_begin(fx, "[]");
+	fq_expect(fx->fq, "blockdev-add", NULL);
+	fq_reply_return(fx->fq, "{}");
+	fq_expect(fx->fq, "blockdev-create", NULL);
+	fq_reply_return(fx->fq, "{}");
+	snprintf(id, sizeof(id), "[{\"id\": \"lm-create-%08x\", \"type\": \"create\", "
+		 "\"status\": \"concluded\", \"current-progress\": 1, \"total-progress\": 1}]",
+		 g_hash(dev));
+	fq_expect(fx->fq, "query-jobs", NULL);
+	fq_reply_return(fx->fq, id);
+	fq_expect(fx->fq, "job-dismiss", NULL);
+	fq_reply_return(fx->fq, "{}");
+	fq_expect(fx->fq, "blockdev-add", NULL);
+	fq_reply_return(fx->fq, "{}");
+	fq_expect(fx->fq, "transaction", NULL);
+	fq_reply_error(fx->fq, "GenericError", "refused for the test");
+	s_fetch(fx, &fx->vm, NULL); /* the chains read again: as before */
+	/* the undo: the qcow2 node, the wipe of what QEMU wrote, the device node */
+	fq_expect(fx->fq, "blockdev-del", NULL);
+	fq_reply_return(fx->fq, "{}");
+	fq_expect(fx->fq, "query-blockstats", NULL);
+	fq_reply_return(fx->fq, "[]");
+	fq_expect(fx->fq, "human-monitor-command", NULL);
+	fq_reply_return(fx->fq, "\"\"");
+	fq_expect(fx->fq, "blockdev-del", NULL);
+	fq_reply_return(fx->fq, "{}");
+	fx_start(fx, &req);
+	fx_finish(fx, 10);
+	assert_result(fx, "snapshot", MERGE_FAILED);
+	assert_true(json_object_object_get_ex(fx->cmd_args[1], "options", &v));
+	assert_string_equal(json_object_get_string(json_object_object_get(v, "backing-file")),
+			    fx->vm.d[0].l[0].file);
+	assert_cmds(fx, "blockdev-add,blockdev-create,job-dismiss,blockdev-add,transaction,"
+			"blockdev-del,human-monitor-command,blockdev-del");
+	assert_true(json_object_object_get_ex(fx->cmd_args[4], "actions", &actions));
+	a = json_object_array_get_idx(actions, 0);
+	assert_string_equal(json_object_get_string(json_object_object_get(a, "type")),
+			    "blockdev-snapshot");
+	assert_msg(fx, "vda: wiping the 65536 bytes this run wrote on /dev/lm-test-empty");
+}
+
 /* ------------------------------------------------------------ tests: dry run */
 
 static void test_dry_run_commit(void **state)
@@ -2417,6 +2526,9 @@ int main(void)
 		T(test_bad_request_refused_at_once),
 		T(test_leftover_concluded_dismissed),
 		T(test_snapshot_two_disks),
+		T(test_snapshot_device_with_data),
+		T(test_snapshot_device_short),
+		T(test_snapshot_device_formatted),
 		T(test_snapshot_transaction_error),
 		T(test_snapshot_existing_overlay),
 		T(test_snapshot_probe_absent),
