@@ -320,6 +320,11 @@ static void watch_extend(struct watch_layer *l, const char *why, double event)
 	l->op_start = watch_now();
 	l->op = merge_volume_run(w->o.volumes, MERGE_VOLUME_EXTEND, l->path, to, watch_extended, l,
 				 &err);
+	/* The command has started only now: the journal's record of the
+	 * extension (synced) and the fork come before it, and count in the
+	 * delay from QEMU's event. */
+	if (l->op != NULL)
+		l->op_start = watch_now();
 	if (l->op == NULL) {
 		struct merge_watch_extension x = { l->disk, l->node, l->path, why, l->size, to, -1, 0 };
 

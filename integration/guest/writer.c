@@ -7,6 +7,7 @@
  *   lm.rate=100        blocks per second per disk
  *   lm.batch=5         blocks written between two fdatasync + ACK
  *   lm.region=16       ring size in MiB (capped by the disk size)
+ *   lm.wsize=1         blocks per write (contiguous blocks of a batch written at once)
  *   lm.fsdisk=vdc      a disk whose filesystem /init mounted at /mnt: append a record to
  *                      /mnt/lm.log with fsync lm.fsrate (default 10) times per second
  * and writes, for each disk, 4 KiB blocks in a ring (format in lmblock.h) with O_DIRECT,
@@ -210,7 +211,8 @@ static uint64_t scan_ring(int fd, const char *disk, uint64_t *ring)
 	return max;
 }
 
-static void disk_worker(const char *disk, double rate, unsigned batch, uint64_t region)
+static void disk_worker(const char *disk, double rate, unsigned batch, unsigned wsize,
+			uint64_t region)
 {
 	char path[300];
 	unsigned char *buf;
@@ -251,15 +253,22 @@ static void disk_worker(const char *disk, double rate, unsigned batch, uint64_t 
 		uint64_t first = seq;
 		int failed = 0;
 
-		for (unsigned i = 0; i < batch && !failed; i++, seq++) {
-			unsigned char *b = buf + (size_t)i * LMB_SIZE;
-			lmb_fill(b, disk, seq, ring);
-			ssize_t n = pwrite(fd, b, LMB_SIZE, (seq % ring) * LMB_SIZE);
-			if (n != (ssize_t)LMB_SIZE) {
+		for (unsigned i = 0; i < batch && !failed;) {
+			/* up to wsize blocks in one write, while they are contiguous on the disk */
+			unsigned k = 0;
+			do {
+				lmb_fill(buf + (size_t)(i + k) * LMB_SIZE, disk, seq + k, ring);
+				k++;
+			} while (k < wsize && i + k < batch && (seq + k) % ring != 0);
+			ssize_t n = pwrite(fd, buf + (size_t)i * LMB_SIZE, (size_t)k * LMB_SIZE,
+					   (seq % ring) * LMB_SIZE);
+			if (n != (ssize_t)k * LMB_SIZE) {
 				say("ERR %s %llu write: %s\n", disk, (unsigned long long)seq,
 				    n < 0 ? strerror(errno) : "short write");
 				failed = 1;
 			}
+			i += k;
+			seq += k;
 		}
 		if (!failed && fdatasync(fd) < 0) {
 			say("ERR %s %llu fdatasync: %s\n", disk, (unsigned long long)(seq - 1), strerror(errno));
@@ -361,7 +370,7 @@ int main(int argc, char **argv)
 	const char *disks[MAX_DISKS], *fsdisk;
 	pid_t pids[MAX_DISKS + 1];
 	double rate, fsrate;
-	unsigned batch, ndisks = 0;
+	unsigned batch, wsize, ndisks = 0;
 	uint64_t region;
 
 	if (argc > 1)
@@ -380,6 +389,9 @@ int main(int argc, char **argv)
 	if (batch > 256)
 		batch = 256;
 	region = (uint64_t)atoll(cmdline_get(cmdline, "lm.region", "16")) << 20;
+	wsize = (unsigned)atoi(cmdline_get(cmdline, "lm.wsize", "1"));
+	if (wsize == 0)
+		wsize = 1;
 	fsdisk = cmdline_get(cmdline, "lm.fsdisk", NULL);
 	fsrate = atof(cmdline_get(cmdline, "lm.fsrate", "10"));
 	if (fsrate <= 0)
@@ -402,7 +414,7 @@ int main(int argc, char **argv)
 		pids[i] = fork();
 		if (pids[i] == 0) {
 			if (i < ndisks)
-				disk_worker(disks[i], rate, batch, region);
+				disk_worker(disks[i], rate, batch, wsize, region);
 			else
 				fs_worker(fsdisk, fsrate);
 			_exit(1);
@@ -426,7 +438,7 @@ int main(int argc, char **argv)
 			pids[i] = fork();
 			if (pids[i] == 0) {
 				if (i < ndisks)
-					disk_worker(disks[i], rate, batch, region);
+					disk_worker(disks[i], rate, batch, wsize, region);
 				else
 					fs_worker(fsdisk, fsrate);
 				_exit(1);
