@@ -645,6 +645,13 @@ const char *merge_layer_type(const struct merge_layer *l)
 	return l->protocol; /* "file", or nbd, rbd ... as QEMU names them */
 }
 
+int merge_layer_is_block(const struct merge_layer *l)
+{
+	const char *t = merge_layer_type(l);
+
+	return t != NULL && strcmp(t, "block") == 0;
+}
+
 static void add_str(json_object *o, const char *key, const char *val)
 {
 	if (val != NULL)

@@ -109,6 +109,8 @@ int merge_disk_find_layer(const struct merge_disk *d, const char *layer);
 /* "block" for a layer on a block device (host_device), "file" for one in a
  * file, else the protocol driver's name (nbd, ...); NULL if unknown. Borrowed. */
 const char *merge_layer_type(const struct merge_layer *l);
+/* 1 if l is on a block device (merge_layer_type "block"), else 0. */
+int merge_layer_is_block(const struct merge_layer *l);
 
 /* {"disk":.."device":..,"qdev":..,"node-name":..,"chain":[{...},..]}; owned.
  * Each layer: node-name, filename, format, virtual-size, backing-filename,

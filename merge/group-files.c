@@ -306,7 +306,7 @@ static void g_layer_looked(struct g_hop *h, const struct host_file *f,
 				     h->k + 1 < b->nlayers ? b->layers[h->k + 1].filename : NULL,
 				     why, sizeof(why)) < 0) {
 		g_leave(g, j, h->path, why);
-	} else if (f->kind == HOST_FILE_BLOCK && g->vols.cmd == NULL && g->vols.fn == NULL) {
+	} else if (f->kind == HOST_FILE_BLOCK && !g_has_volume_cmd(g)) {
 		g_leave(g, j, h->path, "it is a block device: removing it needs --volume-cmd");
 	} else if (g_journal(g, "delete", j) < 0) {
 		g_leave(g, j, h->path, g->err.msg);
@@ -369,7 +369,7 @@ static void g_delete_next(struct merge_group *g)
 
 			g->del_k = from;
 			if (g_look(g, j, rw, b->layers[rw].filename, MERGE_IMAGE_HEAD,
-				   g_layer_is_block(&b->layers[rw]), g_holder_looked) == 0)
+				   merge_layer_is_block(&b->layers[rw]), g_holder_looked) == 0)
 				return;
 			continue;
 		}
@@ -384,7 +384,7 @@ static void g_delete_next(struct merge_group *g)
 			continue;
 		}
 		if (g_look(g, j, k, b->layers[k].filename, MERGE_IMAGE_HEAD,
-			   g_layer_is_block(&b->layers[k]), g_layer_looked) == 0)
+			   merge_layer_is_block(&b->layers[k]), g_layer_looked) == 0)
 			return;
 	}
 }

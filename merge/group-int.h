@@ -206,7 +206,7 @@ void g_step(struct merge_group *g);
 
 /* group-volumes.c: block devices */
 void g_volumes_init(struct merge_group *g);
-int g_layer_is_block(const struct merge_layer *l);
+int g_has_volume_cmd(const struct merge_group *g);
 int g_overlay_device(struct merge_group *g, struct gjob *j, const struct host_file *f);
 void g_overlay_missing(struct merge_group *g, struct gjob *j);
 int g_check_base_space(struct merge_group *g);

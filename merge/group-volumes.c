@@ -40,7 +40,7 @@ struct g_mark {
 };
 
 
-static int g_has_volume_cmd(const struct merge_group *g)
+int g_has_volume_cmd(const struct merge_group *g)
 {
 	return g->req.volume_cmd != NULL || g->req.volume_fn != NULL;
 }
@@ -127,14 +127,6 @@ void g_overlay_missing(struct merge_group *g, struct gjob *j)
 	}
 }
 
-/* Is l on a block device (QEMU's host_device)? */
-int g_layer_is_block(const struct merge_layer *l)
-{
-	const char *t = merge_layer_type(l);
-
-	return t != NULL && strcmp(t, "block") == 0;
-}
-
 /* The most the layer l (a qcow2 or raw image) can take on its volume. */
 static int64_t g_layer_max(const struct merge_layer *l)
 {
@@ -161,7 +153,7 @@ int g_check_base_space(struct merge_group *g)
 		if (b == NULL || j->base >= b->nlayers)
 			continue;
 		base = &b->layers[j->base];
-		if (!g_layer_is_block(base) || base->size < 0)
+		if (!merge_layer_is_block(base) || base->size < 0)
 			continue;
 		max = g_layer_max(base);
 		need = base->allocated > 0 ? base->allocated : base->size;
@@ -605,7 +597,7 @@ void g_marks_arm(struct merge_group *g)
 {
 	int i, r;
 
-	if ((g->req.volume_cmd == NULL && g->req.volume_fn == NULL) || g->req.dry_run)
+	if (!g_has_volume_cmd(g) || g->req.dry_run)
 		return;
 	if ((g->marks = calloc((size_t)g->n * 2, sizeof(*g->marks))) == NULL)
 		return;
@@ -619,7 +611,7 @@ void g_marks_arm(struct merge_group *g)
 			const char *node = l == NULL ? NULL : l->file_node ? l->file_node : l->node_name;
 			struct g_mark *m = &g->marks[g->nmarks];
 
-			if (l == NULL || !g_layer_is_block(l) || node == NULL || l->size <= 0)
+			if (l == NULL || !merge_layer_is_block(l) || node == NULL || l->size <= 0)
 				continue;
 			m->g = g;
 			m->j = j;

@@ -351,9 +351,8 @@ static int watch_wants(struct merge_watch *w, const struct merge_disk *d,
 static const struct merge_layer *watch_written(const struct merge_disk *d)
 {
 	const struct merge_layer *l = d->nlayers > 0 ? &d->layers[0] : NULL;
-	const char *type = l != NULL ? merge_layer_type(l) : NULL;
 
-	if (l == NULL || type == NULL || strcmp(type, "block") != 0 || l->format == NULL ||
+	if (l == NULL || !merge_layer_is_block(l) || l->format == NULL ||
 	    strcmp(l->format, "qcow2") != 0 || l->file_node == NULL || l->node_name == NULL ||
 	    l->filename == NULL)
 		return NULL;

@@ -136,9 +136,11 @@ struct xl_cmd xl_node_release(const char *node)
 	return c;
 }
 
-struct xl_cmd xl_flush_hmp(const char *node)
+/* HMP "qemu-io NODE WORDS" (qemu-system only), journaled as step; args NULL
+ * when node is unfit for an HMP command line. */
+static struct xl_cmd xl_hmp_qemu_io(const char *step, const char *node, const char *words)
 {
-	struct xl_cmd c = { "human-monitor-command", NULL, "flush" };
+	struct xl_cmd c = { "human-monitor-command", NULL, step };
 	char line[300];
 	const char *p;
 
@@ -150,10 +152,15 @@ struct xl_cmd xl_flush_hmp(const char *node)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_' || *p == '#'))
 			return c;
-	snprintf(line, sizeof(line), "qemu-io %s flush", node);
+	snprintf(line, sizeof(line), "qemu-io %s %s", node, words);
 	c.args = json_object_new_object();
 	xl_add_str(c.args, "command-line", line);
 	return c;
+}
+
+struct xl_cmd xl_flush_hmp(const char *node)
+{
+	return xl_hmp_qemu_io("flush", node, "flush");
 }
 
 struct xl_cmd xl_device_add(const char *node, const char *path)
@@ -195,15 +202,10 @@ struct xl_cmd xl_qcow2_add(const char *node, const char *file_node)
 
 struct xl_cmd xl_zero_hmp(const char *node, int64_t len)
 {
-	struct xl_cmd c = xl_flush_hmp(node);
-	char line[256];
+	char words[64];
 
-	c.step = "wipe";
-	if (c.args == NULL)
-		return c;
-	snprintf(line, sizeof(line), "qemu-io %s \"write -z 0 %lld\"", node, (long long)len);
-	json_object_object_add(c.args, "command-line", json_object_new_string(line));
-	return c;
+	snprintf(words, sizeof(words), "\"write -z 0 %lld\"", (long long)len);
+	return xl_hmp_qemu_io("wipe", node, words);
 }
 
 struct xl_cmd xl_node_stats(void)

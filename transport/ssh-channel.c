@@ -158,8 +158,7 @@ static ssize_t chan_read(struct tr *t, char *buf, size_t len, struct lm_error *e
 	ssh_sess_note_busy(s, BUSY_READ, c, n == LIBSSH2_ERROR_EAGAIN);
 	if (n < 0 && n != LIBSSH2_ERROR_EAGAIN) {
 		if (ssh_rc_fatal((int)n))
-			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				      ssh_sess_lost(s));
+			ssh_sess_fail_lost(s, LM_ERR_EOF);
 		else
 			ssh_chan_failf(c, LM_ERR_IO, "read failed: %s", ssh_sess_errmsg(s));
 	}

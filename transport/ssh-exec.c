@@ -27,8 +27,7 @@ static int exec_open_step(struct tr_ssh *c)
 			return 0;
 		s->kick = 1;
 		if (ssh_rc_fatal(rc)) {
-			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				      ssh_sess_lost(s));
+			ssh_sess_fail_lost(s, LM_ERR_EOF);
 			return 0;
 		}
 		if (c->ch == NULL) {
@@ -45,8 +44,7 @@ static int exec_open_step(struct tr_ssh *c)
 		return 0;
 	s->kick = 1;
 	if (ssh_rc_fatal(rc)) {
-		ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-			      ssh_sess_lost(s));
+		ssh_sess_fail_lost(s, LM_ERR_EOF);
 		return 0;
 	}
 	if (rc != 0) {

@@ -185,6 +185,8 @@ void ssh_pump(struct ssh_sess *s);
  */
 void ssh_sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* ssh_sess_fail with "connection to HOST lost: " and what the socket saw. */
+void ssh_sess_fail_lost(struct ssh_sess *s, enum lm_err_code code);
 /* libssh2's last error message of s. */
 const char *ssh_sess_errmsg(struct ssh_sess *s);
 /* Why the connection broke, as the socket saw it. */

@@ -179,6 +179,11 @@ void ssh_sess_fail(struct ssh_sess *s, enum lm_err_code code, const char *fmt, .
 	ev_timer_start(s->loop, &s->kicker);
 }
 
+void ssh_sess_fail_lost(struct ssh_sess *s, enum lm_err_code code)
+{
+	ssh_sess_fail(s, code, "connection to %s lost: %s", s->khname, ssh_sess_lost(s));
+}
+
 /* ------------------------------------------------------------ the pump */
 
 /* The channel whose open is in progress or next. */
@@ -226,8 +231,7 @@ static void sess_writes(struct ssh_sess *s)
 			if (n == 0 || n == LIBSSH2_ERROR_EAGAIN)
 				break; /* the socket or the channel's window is full */
 			if (ssh_rc_fatal((int)n)) {
-				ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-					      ssh_sess_lost(s));
+				ssh_sess_fail_lost(s, LM_ERR_EOF);
 				return;
 			}
 			ssh_chan_failf(c, LM_ERR_EOF, "write failed: %s", ssh_sess_errmsg(s));
@@ -254,8 +258,7 @@ static void sess_drain(struct ssh_sess *s)
 		return;
 	}
 	if (ssh_rc_fatal((int)n))
-		ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-			      ssh_sess_lost(s));
+		ssh_sess_fail_lost(s, LM_ERR_EOF);
 }
 
 /* Finish closing channels nobody holds. */
@@ -278,8 +281,7 @@ static void sess_closes(struct ssh_sess *s)
 		c->ch = NULL;
 		c->state = CHAN_DONE;
 		if (ssh_rc_fatal(rc)) {
-			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				      ssh_sess_lost(s));
+			ssh_sess_fail_lost(s, LM_ERR_EOF);
 			return;
 		}
 	}
@@ -325,8 +327,7 @@ static void sess_resume(struct ssh_sess *s)
 	}
 	if (n < 0 && n != LIBSSH2_ERROR_EAGAIN) {
 		if (ssh_rc_fatal((int)n)) {
-			ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-				      ssh_sess_lost(s));
+			ssh_sess_fail_lost(s, LM_ERR_EOF);
 			return;
 		}
 		ssh_chan_failf(c, LM_ERR_IO, "%s failed: %s", op == BUSY_READ ? "read" : "write",

@@ -83,8 +83,7 @@ static int job_rc(struct tr_ssh *c, int rc)
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return 0;
 	if (ssh_rc_fatal(rc)) {
-		ssh_sess_fail(s, LM_ERR_EOF, "connection to %s lost: %s", s->khname,
-			      ssh_sess_lost(s));
+		ssh_sess_fail_lost(s, LM_ERR_EOF);
 		return -1;
 	}
 	return 1;

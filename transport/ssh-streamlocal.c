@@ -68,8 +68,7 @@ static int streamlocal_probe_step(struct tr_ssh *c)
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return 0;
 			if (ssh_rc_fatal(rc)) {
-				ssh_sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
-					      ssh_sess_lost(s));
+				ssh_sess_fail_lost(s, LM_ERR_IO);
 				return 1;
 			}
 			streamlocal_probe_finish(c); /* no SFTP there: say both */
@@ -95,8 +94,7 @@ static int streamlocal_probe_step(struct tr_ssh *c)
 				   : fx == LIBSSH2_FX_PERMISSION_DENIED ? FOUND_NOACCESS
 									: FOUND_UNKNOWN;
 		} else if (ssh_rc_fatal(rc)) {
-			ssh_sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
-				      ssh_sess_lost(s));
+			ssh_sess_fail_lost(s, LM_ERR_IO);
 			return 1;
 		}
 		c->probe = PROBE_SHUTDOWN;
@@ -147,8 +145,7 @@ static int streamlocal_open_step(struct tr_ssh *c)
 		return 1;
 	}
 	if (ssh_rc_fatal(rc)) {
-		ssh_sess_fail(s, LM_ERR_IO, "connection to %s lost: %s", s->khname,
-			      ssh_sess_lost(s));
+		ssh_sess_fail_lost(s, LM_ERR_IO);
 		return 0;
 	}
 	snprintf(c->refusal, sizeof(c->refusal), "%s", ssh_sess_errmsg(s));
