@@ -34,6 +34,11 @@ const struct cmd_entry cmd_chain_entry = {
 		"             that QEMU grew, the image's end, what the device must hold; 0 until\n"
 		"             QEMU writes there (an image written before is not counted)\n"
 		"Each of these three is left out when QEMU does not tell it.\n"
+		"A filter node on a chain (a running job's mirror_top, commit_top or\n"
+		"copy-on-read, or a throttle the VM was started with) is not a layer: it is\n"
+		"shown as a \"filter\" line above the layer it sits on, and in JSON as the\n"
+		"disk's \"filters\":[{\"node-name\",\"driver\",\"above\"}]. Disks are named and\n"
+		"resolved past it, by every verb.\n"
 		"Exit: 0 ok, 2 unknown disk, 3 cannot connect or protocol failure.\n",
 	.needs_conn = 1,
 	.exec = cmd_chain_exec,
@@ -89,6 +94,13 @@ static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 	for (i = 0; i < d->nlayers; i++) {
 		const struct merge_layer *l = &d->layers[i];
 		char size[32];
+		int f;
+
+		for (f = 0; f < d->nfilters; f++)
+			if (d->filters[f].above == i)
+				cli_line(stdout, "  %-8s %-20s %s (above %s)", "filter",
+					 d->filters[f].node_name, d->filters[f].driver,
+					 l->node_name ? l->node_name : l->filename);
 
 		char holder[128], hsize[32], alloc[32];
 		const char *type = merge_layer_type(l);

@@ -201,4 +201,52 @@ stop_vm qs
 verify_chain_data "$a" qsa 1
 verify_chain_data "$b" qsb 3
 
+# ---- jobs running: a job puts a filter node on the chain it works on (mirror_top above an
+# active commit's top, commit_top above an intermediate commit's top, copy-on-read above a
+# stream's top). Each disk is listed once, with its layers only and the filter marked above
+# the layer it sits on; a verb on a disk with a job on it is refused before anything is sent.
+a=$(mk_chain "$T/img" jba 1 64M)
+b=$(mk_chain "$T/img" jbb 3 64M)
+c=$(mk_chain "$T/img" jbc 2 64M)
+qemu_io_check "$a" "write -P 0x77 8M 16M"
+start_vm_blockdev jb "$a" "$b" "$c"
+b2=$(sed -n 2p <<<"$(chain_files "$b")")
+b1=$(sed -n 3p <<<"$(chain_files "$b")")
+qmp_raw "$T/jb.qmp" \
+	'{"execute":"block-commit","arguments":{"job-id":"ja","device":"vda-top","speed":1}}' \
+	"$(jq -nc --arg t "$b2" --arg b "$b1" '{execute: "block-commit", arguments: {"job-id": "jb", device: "vdb-top", top: $t, base: $b, speed: 1}}')" \
+	'{"execute":"block-stream","arguments":{"job-id":"jc","device":"vdc-top","speed":1}}' >/dev/null ||
+	it_fail "jb: a job was refused"
+lm_ok -c "unix:$T/jb.qmp" --json chain
+json_lines "jobs running" 3
+it_assert_eq "$(jq -r .disk "$T/lm.out" | paste -sd' ')" "vda vdb vdc" "jobs running: disks"
+i=0
+for top in "$a" "$b" "$c"; do
+	obj=$(sed -n "$((i + 1))p" "$T/lm.out")
+	it_assert_eq "$(jq -r '[.chain[].filename] | join(" ")' <<<"$obj")" "$(chain_files "$top" | paste -sd' ')" \
+		"jobs running: layers of disk $i"
+	i=$((i + 1))
+done
+filters=$(jq -r '.filters[] | "\(.driver) \(.above)"' "$T/lm.out" | paste -sd'|')
+it_assert_eq "$filters" "mirror_top vda-top|commit_top $(jq -r 'select(.disk == "vdb") | .chain[1]."node-name"' "$T/lm.out")|copy-on-read vdc-top" \
+	"jobs running: filters"
+lm_ok -c "unix:$T/jb.qmp" chain
+it_assert_eq "$(grep -c '^  filter ' "$T/lm.out")" 3 "jobs running: filter lines"
+it_assert_eq "$(grep -c '^vd[abc] ' "$T/lm.out")" 3 "jobs running: disk lines"
+for verb in "commit vda" "stream vdc" "snapshot vdb=$T/img/jb-new.qcow2"; do
+	# shellcheck disable=SC2086
+	lm -c "unix:$T/jb.qmp" $verb
+	it_assert_eq "$LM_RC" 2 "jobs running: $verb"
+	grep -q 'a block job runs on it' "$T/lm.err" || it_fail "jobs running: $verb: $(head -n 1 "$T/lm.err")"
+done
+[[ ! -e $T/img/jb-new.qcow2 ]] || it_fail "jobs running: a refused snapshot made its overlay"
+it_assert_eq "$(qmp_raw "$T/jb.qmp" '{"execute":"query-jobs"}' | jq -r '[.return[] | .id] | sort | join(" ")')" \
+	"ja jb jc" "jobs running: the jobs after the refusals"
+qmp_raw "$T/jb.qmp" '{"execute":"job-cancel","arguments":{"id":"ja"}}' \
+	'{"execute":"job-cancel","arguments":{"id":"jb"}}' '{"execute":"job-cancel","arguments":{"id":"jc"}}' >/dev/null
+stop_vm jb
+verify_chain_data "$b" jbb 3
+verify_chain_data "$c" jbc 2
+qemu_io_check -r "$a" "read -P $(chain_pattern 0) 0 1M" "read -P $(chain_pattern 1) 1M 1M" "read -P 0x77 8M 16M"
+
 it_pass

@@ -158,6 +158,20 @@ static int is_protocol_driver(const char *drv)
 	return 0;
 }
 
+int merge_driver_is_filter(const char *drv)
+{
+	static const char *const filters[] = { "mirror_top", "commit_top", "copy-on-read",
+					       "throttle", "preallocate", "compress",
+					       "copy-before-write", "blklogwrites", "blkdebug",
+					       "blkreplay", NULL };
+	int i;
+
+	for (i = 0; drv != NULL && filters[i] != NULL; i++)
+		if (strcmp(drv, filters[i]) == 0)
+			return 1;
+	return 0;
+}
+
 /*
  * Without a graph: the one format node that has file open. The depth only
  * breaks a tie: query-named-block-nodes with flat=true (what merge/query.c
@@ -175,7 +189,8 @@ static const char *match_backing_node(struct decode *d, const char *file, int64_
 		json_object *o = json_object_array_get_idx(d->nodes, i);
 		const char *f = jstr(o, "file"), *drv = jstr(o, "drv");
 
-		if (f == NULL || drv == NULL || strcmp(f, file) != 0 || is_protocol_driver(drv))
+		if (f == NULL || drv == NULL || strcmp(f, file) != 0 || is_protocol_driver(drv) ||
+		    merge_driver_is_filter(drv))
 			continue;
 		found = jstr(o, "node-name");
 		count++;
@@ -252,11 +267,63 @@ static int layer_fill_protocol(struct decode *d, struct merge_layer *l, json_obj
 	return 0;
 }
 
+/*
+ * The node under filter node name: its backing child where it has one
+ * (mirror_top, commit_top), else its file child (copy-on-read, throttle),
+ * from the graph; without a graph, the one format node that has the same
+ * file open (a filter reports its child's file as its own). NULL if none.
+ */
+static const char *filter_child(struct decode *d, const char *name)
+{
+	json_object *node = named_node(d, name);
+
+	if (d->g != NULL) {
+		struct graph_node *gn = graph_by_name(d, name);
+		struct graph_node *c = gn ? graph_by_id(d, gn->backing) : NULL;
+
+		if (c == NULL && gn != NULL)
+			c = graph_by_id(d, gn->file);
+		return c ? c->name : NULL;
+	}
+	return jstr(node, "file") ? match_backing_node(d, jstr(node, "file"), -1) : NULL;
+}
+
+/* The first node at or below name that is not a filter; with disk, each
+ * filter passed is recorded on it, above layer index disk->nlayers. */
+static const char *skip_filters(struct decode *d, struct merge_disk *disk, const char *name)
+{
+	int hops = 0;
+
+	while (name != NULL && merge_driver_is_filter(jstr(named_node(d, name), "drv"))) {
+		if (disk != NULL) {
+			struct merge_filter *nf, *f;
+
+			nf = realloc(disk->filters, sizeof(*nf) * (size_t)(disk->nfilters + 1));
+			if (nf == NULL)
+				return NULL;
+			disk->filters = nf;
+			f = &nf[disk->nfilters++];
+			f->node_name = strdup(name);
+			f->driver = strdup(jstr(named_node(d, name), "drv"));
+			f->above = disk->nlayers;
+			if (f->node_name == NULL || f->driver == NULL)
+				return NULL;
+		}
+		if (++hops > 64)
+			return NULL;
+		name = filter_child(d, name);
+	}
+	return name;
+}
+
 static int disk_build_chain(struct decode *d, struct merge_disk *disk, const char *top)
 {
-	const char *cur = top;
+	const char *cur = skip_filters(d, disk, top);
 	int cap = 0;
 
+	if (cur == NULL)
+		return lm_error_set(d->err, LM_ERR_PROTO,
+				    "cannot tell which layer filter node '%s' sits on", top);
 	while (cur != NULL) {
 		json_object *node = named_node(d, cur);
 		json_object *image = jobj(node, "image", json_type_object);
@@ -299,7 +366,7 @@ static int disk_build_chain(struct decode *d, struct merge_disk *disk, const cha
 			struct graph_node *gn = graph_by_name(d, cur);
 			struct graph_node *b = gn ? graph_by_id(d, gn->backing) : NULL;
 
-			cur = b ? b->name : NULL;
+			cur = b ? skip_filters(d, disk, b->name) : NULL;
 		} else {
 			cur = match_backing_node(d, backing, jint(node, "backing_file_depth", 0) - 1);
 		}
@@ -376,6 +443,29 @@ static int disk_from_top(struct decode *d, const char *device, const char *qdev,
 	return disk_build_chain(d, disk, top);
 }
 
+/*
+ * Where a device's chain starts: query-block names the top layer and hides
+ * the filters a job put above it; the graph's backend of that device shows
+ * them. The backend's root when the filters under it lead to top, else top.
+ */
+static const char *backend_root(struct decode *d, const char *device, const char *qdev,
+				const char *top)
+{
+	const char *name = device != NULL && *device != '\0' ? device : qdev;
+	size_t i;
+
+	for (i = 0; name != NULL && i < d->ng; i++) {
+		struct graph_node *root = graph_by_id(d, d->g[i].root);
+		const char *below;
+
+		if (!d->g[i].is_backend || root == NULL || strcmp(d->g[i].name, name) != 0)
+			continue;
+		below = skip_filters(d, NULL, root->name);
+		return below != NULL && strcmp(below, top) == 0 ? root->name : top;
+	}
+	return top;
+}
+
 /* Storage daemon without a graph: format nodes that are nobody's backing. */
 static int tops_without_graph(struct decode *d)
 {
@@ -441,16 +531,22 @@ int merge_chains_decode(json_object *query_block, json_object *named_nodes, json
 			lm_error_set(err, LM_ERR_PROTO, "query-block entry without node-name");
 			goto fail;
 		}
-		if (disk_from_top(&d, jstr(b, "device"), jstr(b, "qdev"), top) < 0)
+		if (disk_from_top(&d, jstr(b, "device"), jstr(b, "qdev"),
+				  backend_root(&d, jstr(b, "device"), jstr(b, "qdev"), top)) < 0)
 			goto fail;
 	}
 	if (d.g != NULL) {
 		/* anonymous backends query-block does not list (storage daemon exports) */
 		for (i = 0; i < d.ng; i++) {
 			struct graph_node *root = graph_by_id(&d, d.g[i].root);
+			const char *top;
 
 			if (!d.g[i].is_backend || root == NULL || root->is_backend ||
-			    disk_has_top(&d, root->name) || named_node(&d, root->name) == NULL)
+			    named_node(&d, root->name) == NULL)
+				continue;
+			/* a job's filter above a disk's top is that disk's */
+			top = skip_filters(&d, NULL, root->name);
+			if (top == NULL || disk_has_top(&d, top) || disk_has_top(&d, root->name))
 				continue;
 			if (disk_from_top(&d, d.g[i].name[0] == '/' ? "" : d.g[i].name,
 					  d.g[i].name[0] == '/' ? d.g[i].name : NULL, root->name) < 0)
@@ -482,10 +578,31 @@ static void disk_clear(struct merge_disk *d)
 		free(d->layers[j].protocol);
 	}
 	free(d->layers);
+	for (j = 0; j < d->nfilters; j++) {
+		free(d->filters[j].node_name);
+		free(d->filters[j].driver);
+	}
+	free(d->filters);
 	free(d->name);
 	free(d->device);
 	free(d->qdev);
 	free(d->qdev_id);
+}
+
+/* 1 if node is the disk's active layer or a filter above it (an export
+ * serves a job's filter while the job runs). */
+static int disk_top_is(const struct merge_disk *d, const char *node)
+{
+	int i;
+
+	if (d->nlayers == 0)
+		return 0;
+	if (d->layers[0].node_name != NULL && strcmp(d->layers[0].node_name, node) == 0)
+		return 1;
+	for (i = 0; i < d->nfilters; i++)
+		if (d->filters[i].above == 0 && strcmp(d->filters[i].node_name, node) == 0)
+			return 1;
+	return 0;
 }
 
 int merge_chains_name_exports(struct merge_chains *ch, json_object *exports)
@@ -505,8 +622,7 @@ int merge_chains_name_exports(struct merge_chains *ch, json_object *exports)
 			const char *id = jstr(e, "id"), *node = jstr(e, "node-name");
 			char *nn;
 
-			if (id == NULL || node == NULL || d->nlayers == 0 ||
-			    d->layers[0].node_name == NULL || strcmp(d->layers[0].node_name, node) != 0)
+			if (id == NULL || node == NULL || !disk_top_is(d, node))
 				continue;
 			if ((nn = strdup(id)) == NULL)
 				return -1;
@@ -692,5 +808,23 @@ json_object *merge_disk_to_json(const struct merge_disk *d)
 		json_object_array_add(arr, lo);
 	}
 	json_object_object_add(o, "chain", arr);
+	if (d->nfilters > 0) {
+		json_object *fa = json_object_new_array();
+
+		for (i = 0; fa != NULL && i < d->nfilters; i++) {
+			const struct merge_filter *f = &d->filters[i];
+			json_object *fo = json_object_new_object();
+
+			if (fo == NULL)
+				break;
+			add_str(fo, "node-name", f->node_name);
+			add_str(fo, "driver", f->driver);
+			add_str(fo, "above", f->above < d->nlayers ? d->layers[f->above].node_name
+								   : NULL);
+			json_object_array_add(fa, fo);
+		}
+		if (fa != NULL)
+			json_object_object_add(o, "filters", fa);
+	}
 	return o;
 }

@@ -42,6 +42,19 @@ struct merge_layer {
 	int64_t allocated;
 };
 
+/*
+ * A filter node on a disk's chain: a running job's own (mirror_top above
+ * an active commit's top, commit_top above an intermediate commit's top,
+ * copy-on-read above a stream's top) or one the VM was started with
+ * (throttle, preallocate, ...). It holds no data of its own, so it is not
+ * a layer: the chain passes through it.
+ */
+struct merge_filter {
+	char *node_name;
+	char *driver;  /* mirror_top, commit_top, copy-on-read, throttle, ... */
+	int above;     /* the index of the layer it sits on */
+};
+
 struct merge_disk {
 	char *name;     /* how livemerge names it: qdev id, else backend name, else top node */
 	char *device;   /* block-backend name, "" when anonymous */
@@ -49,6 +62,8 @@ struct merge_disk {
 	char *qdev_id;  /* the id part of a /machine/peripheral/ID/... path, or NULL */
 	int nlayers;
 	struct merge_layer *layers; /* [0] active ... [nlayers-1] base */
+	int nfilters;
+	struct merge_filter *filters; /* top down */
 };
 
 struct merge_chains {
@@ -57,6 +72,10 @@ struct merge_chains {
 	int nnodes;
 	char **nodes; /* every named node QEMU has open, in or out of a chain */
 };
+
+/* 1 if drv is a filter driver (no data of its own, one child it passes
+ * through), as QEMU names them. */
+int merge_driver_is_filter(const char *drv);
 
 /* 1 if QEMU has a node of that name open. */
 int merge_chains_has_node(const struct merge_chains *ch, const char *node);
@@ -115,7 +134,9 @@ int merge_layer_is_block(const struct merge_layer *l);
 /* {"disk":.."device":..,"qdev":..,"node-name":..,"chain":[{...},..]}; owned.
  * Each layer: node-name, filename, format, virtual-size, backing-filename,
  * and where known type ("file" for a file, "block" for a host_device,
- * else the protocol driver's name), size and allocated. */
+ * else the protocol driver's name), size and allocated. A disk with filter
+ * nodes on its chain also has "filters":[{"node-name","driver","above"}]
+ * ("above": the node name of the layer the filter sits on). */
 json_object *merge_disk_to_json(const struct merge_disk *d);
 
 #endif

@@ -313,6 +313,111 @@ static void test_qsd(void **state)
 }
 
 /*
+ * Jobs running (capture.sh --jobs): a job puts a filter node on the chain
+ * it works on (mirror_top above an active commit's top, commit_top above
+ * an intermediate commit's top, copy-on-read above a stream's top), and the
+ * job's own backends show in the graph. Each disk is listed once, by its
+ * device, with its layers only; the filters are recorded with the layer
+ * they sit on (the graph tells); without the graph the chains are the
+ * same.
+ */
+struct want_filters {
+	const char *disk;
+	int nlayers;
+	const char *files[4];
+	const char *driver; /* the one filter on the chain */
+	int above;
+};
+
+static void check_filters(const struct fixture *fx, const struct merge_chains *ch,
+			  const struct want_filters *w, int with_graph)
+{
+	const struct merge_disk *d = merge_chains_find(ch, w->disk);
+	json_object *o, *fa, *fo;
+	int i;
+
+	if (d == NULL)
+		fail_msg("no disk named %s", w->disk);
+	assert_int_equal(d->nlayers, w->nlayers);
+	for (i = 0; i < w->nlayers; i++) {
+		assert_string_equal(d->layers[i].filename, w->files[i]);
+		assert_string_equal(d->layers[i].format, "qcow2");
+		assert_string_equal(d->layers[i].node_name, fixture_node(fx, w->files[i], "qcow2"));
+	}
+	if (!with_graph) {
+		assert_int_equal(d->nfilters, 0);
+		return;
+	}
+	assert_int_equal(d->nfilters, 1);
+	assert_string_equal(d->filters[0].driver, w->driver);
+	assert_int_equal(d->filters[0].above, w->above);
+	assert_string_equal(d->filters[0].node_name,
+			    fixture_node(fx, w->files[w->above], w->driver));
+	o = merge_disk_to_json(d);
+	assert_true(json_object_object_get_ex(o, "filters", &fa));
+	assert_int_equal(json_object_array_length(fa), 1);
+	fo = json_object_array_get_idx(fa, 0);
+	assert_string_equal(member_str(fo, "driver"), w->driver);
+	assert_string_equal(member_str(fo, "node-name"), d->filters[0].node_name);
+	assert_string_equal(member_str(fo, "above"), d->layers[w->above].node_name);
+	json_object_put(o);
+	/* the filter's node name names no disk */
+	assert_null(merge_chains_find(ch, d->filters[0].node_name));
+}
+
+static void test_vm_jobs(void **state)
+{
+	static const struct want_filters want[] = {
+		{ "vda", 2, { FIXDIR "a.1.qcow2", FIXDIR "a.0.qcow2" }, "mirror_top", 0 },
+		{ "vdb", 4,
+		  { FIXDIR "b.3.qcow2", FIXDIR "b.2.qcow2", FIXDIR "b.1.qcow2", FIXDIR "b.0.qcow2" },
+		  "commit_top", 1 },
+		{ "vdc", 3, { FIXDIR "c.2.qcow2", FIXDIR "c.1.qcow2", FIXDIR "c.0.qcow2" },
+		  "copy-on-read", 0 },
+	};
+	struct fixture fx;
+	int with_graph, i;
+
+	(void)state;
+	fixture_load(&fx, "vm-jobs.json");
+	for (with_graph = 1; with_graph >= 0; with_graph--) {
+		struct merge_chains *ch = decode_ok(&fx, with_graph);
+		json_object *none = json_object_new_array();
+
+		/* as merge/query.c does: the jobs' own anonymous backends go */
+		assert_int_equal(merge_chains_name_exports(ch, none), 0);
+		json_object_put(none);
+		assert_int_equal(ch->ndisks, 3);
+		for (i = 0; i < 3; i++)
+			check_filters(&fx, ch, &want[i], with_graph);
+		merge_chains_free(ch);
+	}
+	json_object_put(fx.root);
+}
+
+/* The storage daemon during an active commit: the export serves the job's
+ * mirror_top, and the disk is still named after the export. */
+static void test_qsd_running(void **state)
+{
+	static const struct want_filters want = {
+		"exp0", 2, { FIXDIR "a.1.qcow2", FIXDIR "a.0.qcow2" }, "mirror_top", 0
+	};
+	struct fixture fx;
+	struct merge_chains *ch;
+	json_object *exports;
+
+	(void)state;
+	fixture_load(&fx, "qsd-running.json");
+	assert_true(json_object_object_get_ex(fx.root, "exports", &exports));
+	ch = decode_ok(&fx, 1);
+	assert_int_equal(merge_chains_name_exports(ch, exports), 0);
+	assert_int_equal(ch->ndisks, 1);
+	check_filters(&fx, ch, &want, 1);
+	merge_chains_free(ch);
+	json_object_put(fx.root);
+}
+
+/*
  * Layers on block devices (capture.sh --block): vda is a qcow2 on a 32 MiB
  * device over a raw base on a 64 MiB one, vdb one qcow2 on a 16 MiB device;
  * QEMU wrote 1 MiB through vda, so vda's top device has its image's end as
@@ -822,6 +927,8 @@ int main(void)
 		cmocka_unit_test(test_missing_node),
 		cmocka_unit_test(test_cycles),
 		cmocka_unit_test(test_layer_cap),
+		cmocka_unit_test(test_vm_jobs),
+		cmocka_unit_test(test_qsd_running),
 		cmocka_unit_test(test_real_graph_edge_missing),
 	};
 
