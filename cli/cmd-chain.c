@@ -26,9 +26,10 @@ const struct cmd_entry cmd_chain_entry = {
 		"format, or the layer itself when it has no format node):\n"
 		"  type       \"file\" (driver file), \"block\" (driver host_device), else the\n"
 		"             driver's name (nbd ...)\n"
-		"  size       its length in bytes as QEMU knows it: a file's length (QEMU's own\n"
-		"             writes grow it); a device's size when QEMU opened it (QEMU does not\n"
-		"             see a device grown underneath)\n"
+		"  size       its length in bytes: a file's as QEMU knows it (QEMU's own writes\n"
+		"             grow it); a block device's as the host's kernel has it now (read\n"
+		"             on the host: QEMU does not see a device grown underneath), or\n"
+		"             QEMU's when the host cannot be asked\n"
 		"  allocated  the offset just past the highest byte QEMU has written to it since\n"
 		"             it opened it (query-blockstats wr_highest_offset): for a qcow2 layer\n"
 		"             that QEMU grew, the image's end, what the device must hold; 0 until\n"
@@ -119,6 +120,28 @@ static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 	}
 }
 
+/* A block device's size as its host has it now, for every block layer
+ * (QEMU keeps the size a device had when it opened it); QEMU's where the
+ * host cannot tell. */
+static void cmd_chain_device_sizes(struct cli_ctx *ctx, struct merge_chains *ch)
+{
+	struct host *h = NULL;
+	int i, k;
+
+	for (i = 0; i < ch->ndisks; i++)
+		for (k = 0; k < ch->disks[i].nlayers; k++) {
+			struct merge_layer *l = &ch->disks[i].layers[k];
+			int64_t size;
+
+			if (!merge_layer_is_block(l) || l->filename == NULL)
+				continue;
+			if (h == NULL && (h = cli_host(ctx)) == NULL)
+				return;
+			if ((size = host_device_size_wait(h, l->filename, NULL)) >= 0)
+				l->size = size;
+		}
+}
+
 static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
 	struct chain_wait w = { 0 };
@@ -164,6 +187,7 @@ static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
 			return r;
 		}
 	}
+	cmd_chain_device_sizes(ctx, w.ch);
 	if (first == argc)
 		for (i = 0; i < w.ch->ndisks; i++)
 			cmd_chain_print(ctx, &w.ch->disks[i]);

@@ -21,6 +21,7 @@
 #define LM_HOST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../common/lm-error.h"
 
@@ -98,6 +99,13 @@ typedef void host_run_cb(void *arg, const struct host_run_result *r, const struc
  */
 struct host_op *host_run(struct host *h, const char *const *argv, double timeout,
 			 host_run_cb *cb, void *arg);
+
+/* The size in bytes of the block device at path (a symlink to one is
+ * followed) as the host's kernel has it now, waiting on the loop (other
+ * watchers run meanwhile). -1 with err: IO (not a block device, or not
+ * readable), UNSUPPORTED (a remote host that runs no command for us),
+ * TIMEOUT, EOF. */
+int64_t host_device_size_wait(struct host *h, const char *path, struct lm_error *err);
 
 /* Stop an operation that has not called back yet; it never will. A
  * program still running is stopped as on a timeout. */

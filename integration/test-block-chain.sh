@@ -8,7 +8,7 @@
 # must show every layer as "block" with its virtual size, the device's byte size and 0
 # allocated (nothing written since QEMU opened it); after a live write, the top's allocated
 # is the image's end, which qemu-img check confirms once QEMU stopped. A device grown under
-# QEMU keeps its old size in QEMU's report. Then an intermediate commit into the raw base and
+# QEMU keeps its old size in QEMU's report, and chain shows its size now. Then an intermediate commit into the raw base and
 # a stream into vdb's top (VM), an active commit (qsd); data checked offline with qemu-io
 # read -P and qemu-img compare against raw references.
 # it-timeout: 240
@@ -105,10 +105,14 @@ hmp_write "$T/vm.qmp" vda 0x13 $((8 * MIB)) $MIB
 alloc=$(chain_json vda | jq -r '.chain[0].allocated')
 ((alloc > 2 * MIB && alloc <= 32 * MIB)) || it_fail "vm: vda's top allocated $alloc after a write"
 
-# a device grown under QEMU: the kernel sees it, QEMU's report keeps the size it opened
+# a device grown under QEMU: QEMU's report keeps the size it opened, chain shows the size
+# the kernel has now (asked on the host)
 blk_grow "$e" 24M
 it_assert_eq "$(blk_size "$e")" $((24 * MIB)) "vm: grown device size"
-it_assert_eq "$(chain_json vdb | jq -r '.chain[0].size')" $((16 * MIB)) "vm: vdb's top size after growing its device"
+it_assert_eq "$(qmp_raw "$T/vm.qmp" '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' |
+	jq --arg f "$e" '.return[] | select(.drv == "host_device" and .file == $f) | .image."virtual-size"')" \
+	$((16 * MIB)) "vm: QEMU's size of vdb's grown top device"
+it_assert_eq "$(chain_json vdb | jq -r '.chain[0].size')" $((24 * MIB)) "vm: vdb's top size after growing its device"
 
 # intermediate commit of b into the raw base a; stream d into vdb's top e
 lm_ok --json commit vda --top "$b" --base "$a"

@@ -63,6 +63,10 @@ size_b0=$(blk_size "$(readlink "$T/v/b0")")
 lms_ok "${OPTS[@]}" --json commit vda --top "$T/v/l1" --base "$T/v/b0" --volume-cmd "$VCMD"
 (($(blk_size "$(readlink "$T/v/b0")") > size_b0)) || it_fail "the base was not grown on the host: $(lms_report)"
 assert_chain vda "$T/v/s1" "$T/v/b0"
+# the grown base's size as the host has it now, asked over the session (QEMU keeps the old)
+lms_ok "${OPTS[@]}" --json chain vda
+it_assert_eq "$(jq -r '.chain[1].size' "$T/lm.out")" "$(blk_size "$(readlink "$T/v/b0")")" \
+	"chain over ssh: the grown base's size"
 hmp_write "$T/vm.qmp" vda 0x53 $((9 * MIB)) $MIB
 ssh_stop sshd
 
