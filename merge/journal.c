@@ -844,7 +844,7 @@ int merge_journal_compact(struct merge_journal *j, struct lm_error *err)
 		rc = 1; /* nothing to drop */
 		goto out;
 	}
-	if (n > 0 && journal_archive(j, runs, n - 1, err) < 0)
+	if (journal_archive(j, runs, n, err) < 0)
 		goto out;
 	if (asprintf(&tmp, "%s.tmp", j->path) < 0) {
 		tmp = NULL;
