@@ -580,6 +580,36 @@ static int journal_starts_with_intent(json_object *entries)
 }
 
 /*
+ * Where the last line that looks like an intent starts in buf (the writer
+ * puts "op" and "step" first: {"op":N,"step":"intent",...), found without
+ * parsing what comes before it; (size_t)-1 if none. Only a shortcut: the
+ * caller parses from there and checks.
+ */
+static size_t journal_last_intent(const char *buf, size_t n)
+{
+	static const char pre[] = "{\"op\":", mid[] = ",\"step\":\"intent\"";
+	size_t i = n;
+
+	while (i > 0) {
+		size_t start, k;
+
+		i--;
+		if (i > 0 && buf[i - 1] != '\n')
+			continue;
+		start = i;
+		if (n - start < sizeof(pre) - 1 || memcmp(buf + start, pre, sizeof(pre) - 1) != 0)
+			continue;
+		k = start + sizeof(pre) - 1;
+		while (k < n && buf[k] >= '0' && buf[k] <= '9')
+			k++;
+		if (n - k >= sizeof(mid) - 1 && memcmp(buf + k, mid, sizeof(mid) - 1) == 0 &&
+		    memchr(buf + k, '\n', n - k) != NULL)
+			return start;
+	}
+	return (size_t)-1;
+}
+
+/*
  * Read from the end: the last operation is most often a few KiB, whatever
  * the journal's age. The window grows until it holds the operation's
  * intent (or the whole file, or the last 16 MiB).
@@ -606,6 +636,19 @@ int merge_journal_last(struct merge_journal *j, json_object **entries, int *fini
 		if (buf == NULL)
 			return lm_error_set(err, LM_ERR_IO, "journal %s: %s", j->path,
 					    errno ? strerror(errno) : "cannot read");
+		{
+			size_t from = journal_last_intent(buf, n);
+
+			/* a whole intent line starts the last operation: parse from there */
+			if (from != (size_t)-1) {
+				merge_journal_parse(buf + from, n - from, entries, finished);
+				if (journal_starts_with_intent(*entries)) {
+					free(buf);
+					return 0;
+				}
+				json_object_put(*entries);
+			}
+		}
 		if (off > 0) { /* start at a line boundary */
 			char *nl = memchr(buf, '\n', n);
 			size_t skip = nl ? (size_t)(nl - buf) + 1 : n;
