@@ -346,8 +346,8 @@ const char *merge_journal_path(const struct merge_journal *j)
 	return j->path;
 }
 
-/* The entry on the line [p, p+n): an object with an integer "op" and a
- * string "step", owned; NULL for anything else (a torn or foreign line). */
+/* The JSON value that is the whole line [p, p+n), owned; NULL if it is not
+ * one (a torn or foreign line). */
 static json_object *journal_json_line(const char *p, size_t n)
 {
 	json_tokener *tok = json_tokener_new_ex(32);
@@ -367,17 +367,25 @@ static json_object *journal_json_line(const char *p, size_t n)
 	return o;
 }
 
-static json_object *journal_entry(const char *p, size_t n)
+/* The object on the line [p, p+n) if it has an integer "op" and a member
+ * key of type type, owned; NULL for anything else. */
+static json_object *journal_op_line(const char *p, size_t n, const char *key, json_type type)
 {
 	json_object *o = journal_json_line(p, n), *v;
 
 	if (o == NULL || !json_object_is_type(o, json_type_object) ||
 	    !json_object_object_get_ex(o, "op", &v) || !json_object_is_type(v, json_type_int) ||
-	    !json_object_object_get_ex(o, "step", &v) || !json_object_is_type(v, json_type_string)) {
+	    !json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type)) {
 		json_object_put(o);
 		return NULL;
 	}
 	return o;
+}
+
+/* A journal entry: an integer "op" and a string "step". */
+static json_object *journal_entry(const char *p, size_t n)
+{
+	return journal_op_line(p, n, "step", json_type_string);
 }
 
 static int64_t journal_op(json_object *o)
@@ -558,15 +566,7 @@ void merge_journal_parse_states(const char *buf, size_t len, int64_t after, json
 /* A history line: an object with an integer "op" and an array "disks". */
 static json_object *journal_history_entry(const char *p, size_t n)
 {
-	json_object *o = journal_json_line(p, n), *v;
-
-	if (o == NULL || !json_object_is_type(o, json_type_object) ||
-	    !json_object_object_get_ex(o, "op", &v) || !json_object_is_type(v, json_type_int) ||
-	    !json_object_object_get_ex(o, "disks", &v) || !json_object_is_type(v, json_type_array)) {
-		json_object_put(o);
-		return NULL;
-	}
-	return o;
+	return journal_op_line(p, n, "disks", json_type_array);
 }
 
 /* The first entry of a parsed run is its intent. */
