@@ -140,7 +140,7 @@ static int journal_history_path(struct merge_journal *j)
 static int journal_open_file(struct merge_journal *j, const char *dir, struct lm_error *err)
 {
 	struct stat fst, pst;
-	int tries;
+	int tries, wait;
 
 	for (tries = 0; tries < 100; tries++) {
 		j->fd = open(j->path, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
@@ -154,12 +154,10 @@ static int journal_open_file(struct merge_journal *j, const char *dir, struct lm
 		if (j->fd < 0)
 			return lm_error_set(err, LM_ERR_IO, "cannot open journal %s: %s", j->path,
 					    strerror(errno));
-		{
-			struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
-
-			while (fcntl(j->fd, F_OFD_SETLKW, &fl) < 0 && errno == EINTR)
-				;
-		}
+		/* a compaction holds the lock for a few syncs; wait for it, 5 s at most
+		 * (then go on without: the lock only defers compactions) */
+		for (wait = 0; wait < 5000 && journal_lock(j->fd, F_RDLCK) < 0; wait++)
+			usleep(1000);
 		if (fstat(j->fd, &fst) == 0 && stat(j->path, &pst) == 0 &&
 		    fst.st_ino == pst.st_ino && fst.st_dev == pst.st_dev)
 			return 0;
