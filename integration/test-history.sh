@@ -119,7 +119,7 @@ J=$(echo "$T"/state/livemerge/*.journal)
 H=${J%.journal}.history
 [[ -f $J && ! -e $H ]] || it_fail "journal $J, no history file yet expected"
 before=$(history_json)
-((($(wc -l <"$J") > 20))) || it_fail "journal: only $(wc -l <"$J") lines before compaction"
+(($(wc -l <"$J") > 20)) || it_fail "journal: only $(wc -l <"$J") lines before compaction"
 LIVEMERGE_JOURNAL_COMPACT=0 lm_ok --json snapshot "vda=$I/a.s3.qcow2"
 live_write vm vda a 0xa6 13M 1M
 after=$(history_json)
