@@ -16,6 +16,7 @@
 # 4. A commit whose compaction is SIGKILLed (crash point compact-write: the new journal
 #    written and synced, not yet renamed): nothing is lost, recover has nothing to do, and
 #    the next compaction finishes.
+# 5. An overlay whose name holds an escape sequence: `history` escapes it, --json keeps it.
 # Offline at the end: every pattern through the final chain (read -P, qemu-img compare).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -147,8 +148,19 @@ it_assert_eq "$(jq -c .op "$J" | sort -u | jq -sc .)" '[9]' "journal compacted a
 it_assert_eq "$(jq -sc 'map(.op)' "$H")" '[1,2,3,4,5,6,7,8,9]' "history file: every chain state, once"
 [[ ! -e $J.tmp ]] || it_fail "$J.tmp left after a compaction that finished"
 
+# ---- a file name with a control character: escaped in the text, exact in JSON
+esc=$I/a.s5$'\e'"[31m.qcow2"
+lm_ok --json snapshot "vda=$esc"
+live_write vm vda a 0xa8 15M 1M
+live_check vm vda:a vdb:b
+lm_ok history vda
+grep -qF "$I/a.s5\x1b[31m.qcow2  qcow2" "$T/lm.out" || it_fail "history (text): the name not escaped: $(lm_report)"
+! grep -q $'\e' "$T/lm.out" || it_fail "history (text): a raw ESC byte on stdout"
+got=$(history_json vda | tail -n 1)
+it_assert_eq "$(jq -r '.disks[0].chain[0].filename' <<<"$got")" "$esc" "history --json: the name exact"
+
 # ---- offline
 stop_vm vm
-check_offline a "$I/a.s4.qcow2" $SIZE
+check_offline a "$esc" $SIZE
 check_offline b "$b" $SIZE
 it_pass
