@@ -333,3 +333,19 @@ char *cli_abspath(const char *path)
 		return NULL;
 	return out;
 }
+
+void cli_format_size(int64_t n, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0 || v != (double)(int64_t)v)
+		snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+	else
+		snprintf(buf, len, "%.0f %s", v, units[u]);
+}

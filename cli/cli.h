@@ -127,6 +127,9 @@ void cli_verb_usage(FILE *f, const struct cmd_entry *cmd);
 /* Parse a byte count ("10485760", "10M", "512KiB"); 0 or -1. */
 int cli_parse_size(const char *s, int64_t *out);
 
+/* n bytes for a person: "512 B", "64 MiB", "1.5 GiB". */
+void cli_format_size(int64_t n, char *buf, size_t len);
+
 /* path made absolute against the working directory; malloc'd or NULL. */
 char *cli_abspath(const char *path);
 

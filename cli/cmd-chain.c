@@ -61,22 +61,6 @@ static void cmd_chain_cb(struct merge_chains *ch, const struct lm_error *err, vo
 		w->err = *err;
 }
 
-static void cmd_chain_size(int64_t n, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
-	double v = (double)n;
-	int u = 0;
-
-	while (v >= 1024 && u < 5) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0 || v != (double)(int64_t)v)
-		snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-	else
-		snprintf(buf, len, "%.0f %s", v, units[u]);
-}
-
 static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 {
 	int i;
@@ -106,9 +90,9 @@ static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 		char holder[128], hsize[32], alloc[32];
 		const char *type = merge_layer_type(l);
 
-		cmd_chain_size(l->virtual_size, size, sizeof(size));
-		cmd_chain_size(l->size, hsize, sizeof(hsize));
-		cmd_chain_size(l->allocated, alloc, sizeof(alloc));
+		cli_format_size(l->virtual_size, size, sizeof(size));
+		cli_format_size(l->size, hsize, sizeof(hsize));
+		cli_format_size(l->allocated, alloc, sizeof(alloc));
 		snprintf(holder, sizeof(holder), "%s%s%s%s%s", type ? type : "",
 			 type && l->size >= 0 ? " " : "", l->size >= 0 ? hsize : "",
 			 l->allocated >= 0 ? (type || l->size >= 0 ? ", allocated " : "allocated ") : "",

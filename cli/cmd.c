@@ -8,6 +8,7 @@ extern const struct cmd_entry cmd_cancel_entry;
 extern const struct cmd_entry cmd_chain_entry;
 extern const struct cmd_entry cmd_jobs_entry;
 extern const struct cmd_entry cmd_commit_entry;
+extern const struct cmd_entry cmd_history_entry;
 extern const struct cmd_entry cmd_qmp_entry;
 extern const struct cmd_entry cmd_recover_entry;
 extern const struct cmd_entry cmd_snapshot_entry;
@@ -22,6 +23,7 @@ const struct cmd_entry *const cmd_table[] = {
 	&cmd_jobs_entry,
 	&cmd_cancel_entry,
 	&cmd_recover_entry,
+	&cmd_history_entry,
 	&cmd_watch_entry,
 	&cmd_batch_entry,
 	&cmd_qmp_entry,

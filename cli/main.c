@@ -93,6 +93,9 @@ int main(int argc, char **argv)
 	/* fault injection for the recovery tests: die right after this journal step */
 	if (getenv("LIVEMERGE_CRASH_AT") != NULL && *getenv("LIVEMERGE_CRASH_AT") != '\0')
 		merge_journal_set_crash_point(getenv("LIVEMERGE_CRASH_AT"));
+	/* compaction's bound in bytes (tests make it small to compact every time) */
+	if (getenv("LIVEMERGE_JOURNAL_COMPACT") != NULL && *getenv("LIVEMERGE_JOURNAL_COMPACT") != '\0')
+		merge_journal_set_compact_bytes(strtoull(getenv("LIVEMERGE_JOURNAL_COMPACT"), NULL, 10));
 	if (ctx.target != NULL && *ctx.target == '\0')
 		ctx.target = NULL;
 	/* global options up to the verb; the verb parses the rest (and these again) */

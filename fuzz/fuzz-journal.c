@@ -4,6 +4,8 @@
  * deep JSON, entries of several operations), the reader must return the
  * last operation's entries as an array of objects that all have an integer
  * "op" and a string "step", the intent (if any) first, and never crash.
+ * The chain-state reader (history) returns objects with an integer "op",
+ * above the one asked for, each with an array "disks".
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +19,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int finished = 0;
 	size_t i, n;
 	int64_t op = -1;
+
+	entries = json_object_new_array();
+	merge_journal_parse_states((const char *)data, size, 1, entries);
+	for (i = 0; i < json_object_array_length(entries); i++) {
+		json_object *o = json_object_array_get_idx(entries, i);
+
+		if (!json_object_object_get_ex(o, "op", &v) || !json_object_is_type(v, json_type_int) ||
+		    json_object_get_int64(v) <= 1 || !json_object_object_get_ex(o, "disks", &v) ||
+		    !json_object_is_type(v, json_type_array))
+			abort();
+	}
+	json_object_put(entries);
 
 	merge_journal_parse((const char *)data, size, &entries, &finished);
 	if (entries == NULL)

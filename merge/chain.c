@@ -828,3 +828,24 @@ json_object *merge_disk_to_json(const struct merge_disk *d)
 	}
 	return o;
 }
+
+json_object *merge_chains_state_json(const struct merge_chains *ch)
+{
+	json_object *arr = json_object_new_array();
+	int i;
+
+	for (i = 0; arr != NULL && i < ch->ndisks; i++) {
+		json_object *d = merge_disk_to_json(&ch->disks[i]), *chain;
+		size_t k;
+
+		if (d == NULL)
+			continue;
+		/* what QEMU wrote since it opened a layer is no part of the chain */
+		if (json_object_object_get_ex(d, "chain", &chain))
+			for (k = 0; k < json_object_array_length(chain); k++)
+				json_object_object_del(json_object_array_get_idx(chain, k),
+						       "allocated");
+		json_object_array_add(arr, d);
+	}
+	return arr;
+}

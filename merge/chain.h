@@ -139,4 +139,8 @@ int merge_layer_is_block(const struct merge_layer *l);
  * ("above": the node name of the layer the filter sits on). */
 json_object *merge_disk_to_json(const struct merge_disk *d);
 
+/* Every disk of ch as merge_disk_to_json gives it, without "allocated": the
+ * chain state the journal records after an operation. Owned array. */
+json_object *merge_chains_state_json(const struct merge_chains *ch);
+
 #endif

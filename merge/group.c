@@ -333,6 +333,8 @@ static void g_end(struct merge_group *g)
 		struct lm_error e;
 
 		json_object_object_add(f, "outcome", json_object_new_int(g->outcome));
+		if (g->after != NULL) /* the chain state it led to, as verified */
+			json_object_object_add(f, "chains", merge_chains_state_json(g->after));
 		if (merge_journal_step(g->req.journal, "end", f, &e) < 0)
 			g_msg(g, "%s", e.msg);
 		json_object_put(f);

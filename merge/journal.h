@@ -12,11 +12,25 @@
  *
  * A line torn by a crash is ignored by the reader: it was never fsync'ed,
  * so the step it named was never sent.
+ *
+ * The end of an operation that read the live chains records them
+ * ("chains": each disk as merge_disk_to_json gives it): the chain state the
+ * operation led to. Those states are the VM's history, kept as long as the
+ * journal is. Compaction (after an end, once the file passes a bound)
+ * moves the chain states of finished operations to a history file beside
+ * the journal (NAME.history: one state a line, appended and synced first)
+ * and rewrites the journal with only the last operation and any
+ * unfinished one (written to a temporary file, synced, renamed over, the
+ * directory synced). So the journal stays small, its last operation is
+ * read from its end, and a crash at any point loses nothing: a state in
+ * both files is read once.
  */
 #ifndef MERGE_JOURNAL_H
 #define MERGE_JOURNAL_H
 
 #include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "../common/lm-error.h"
 
@@ -58,8 +72,35 @@ int merge_journal_step(struct merge_journal *j, const char *step, json_object *f
  * written now belongs to it. */
 int merge_journal_in_op(const struct merge_journal *j);
 
+/*
+ * Compact now (see above). Runs only while no other handle has the
+ * journal open (each holds a shared lock) and no operation of this one is
+ * open. 0 compacted, 1 nothing done (nothing to drop, or not now), -1
+ * (err) failed: the journal is as it was, the history may hold states
+ * that are in the journal too.
+ */
+int merge_journal_compact(struct merge_journal *j, struct lm_error *err);
+
+/* Compact after an end once the journal is larger than bytes (default
+ * 64 KiB; 0: after every end). */
+void merge_journal_set_compact_bytes(size_t bytes);
+
+/*
+ * Every chain state recorded for the VM, oldest first: *states an owned
+ * array of {"op","time","verb","target","outcome","disks":[{"disk",...,
+ * "chain":[...]}]}, with "of" (the verb recovery finished or rolled back)
+ * and "recovered" when recover ended the operation. 0 or -1 (err).
+ */
+int merge_journal_history(struct merge_journal *j, json_object **states, struct lm_error *err);
+
+/* The chain states of the operations in buf (journal bytes) numbered above
+ * after, appended to out (an array). Never fails (the fuzzer drives it). */
+void merge_journal_parse_states(const char *buf, size_t len, int64_t after, json_object *out);
+
 /* For fault-injection tests: SIGKILL the process right after the entry for
- * step (or "step#N", its N-th occurrence) is on disk. NULL: never. */
+ * step (or "step#N", its N-th occurrence) is on disk. NULL: never.
+ * Compaction's points: "compact-history" (states appended and synced),
+ * "compact-write" (the new journal synced, not renamed), "compact-rename". */
 void merge_journal_set_crash_point(const char *step);
 
 #endif

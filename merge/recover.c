@@ -842,6 +842,9 @@ enum merge_outcome merge_recover(struct qmp_conn *c, struct merge_journal *j,
 				       json_object_new_string(changed && unchanged ? "mixed"
 							      : changed	       ? "finished"
 										: "rolled-back"));
+		json_object_object_add(f, "verb", json_object_new_string("recover"));
+		json_object_object_add(f, "target", json_object_new_string(qmp_conn_desc(c)));
+		json_object_object_add(f, "chains", merge_chains_state_json(ch));
 		if (merge_journal_step(j, "end", f, err) < 0)
 			out = MERGE_UNKNOWN;
 		json_object_put(f);

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../merge/journal.h"
@@ -530,6 +532,406 @@ static void test_unfinished_has(void **state)
 	merge_journal_close(j);
 }
 
+/* ------------------------------------------------- chain states, compaction */
+
+/* One finished operation as the engine writes it: intent, steps, an end
+ * with the chain state (vda: files[0] over files[1] ...). */
+static void op_with_state(struct merge_journal *j, const char *verb, const char *top,
+			  const char *base)
+{
+	char buf[2048];
+
+	snprintf(buf, sizeof(buf),
+		 "{\"verb\":\"%s\",\"target\":\"unix:/run/vm.sock\",\"disks\":[{\"disk\":\"vda\","
+		 "\"before\":[\"%s\"],\"expect\":[\"%s\",\"%s\"]}]}", verb, base, top, base);
+	begin(j, buf);
+	step(j, "start", "{\"disk\":\"vda\",\"job\":\"livemerge-x-vda\"}");
+	step(j, "complete", NULL);
+	step(j, "finalize", "{\"disk\":\"vda\"}");
+	snprintf(buf, sizeof(buf),
+		 "{\"outcome\":0,\"chains\":[{\"disk\":\"vda\",\"chain\":["
+		 "{\"filename\":\"%s\",\"format\":\"qcow2\",\"virtual-size\":1048576,"
+		 "\"backing-filename\":\"%s\",\"type\":\"file\",\"size\":196608},"
+		 "{\"filename\":\"%s\",\"format\":\"raw\",\"virtual-size\":1048576,"
+		 "\"type\":\"file\",\"size\":1048576}]}]}", top, base, base);
+	step(j, "end", buf);
+}
+
+static json_object *history_ok(struct merge_journal *j)
+{
+	struct lm_error err = { 0 };
+	json_object *h = NULL;
+
+	if (merge_journal_history(j, &h, &err) < 0)
+		fail_msg("merge_journal_history: %s", err.msg);
+	assert_non_null(h);
+	return h;
+}
+
+static char *history_text(struct merge_journal *j)
+{
+	json_object *h = history_ok(j);
+	char *s = strdup(json_object_to_json_string_ext(h, JSON_C_TO_STRING_PLAIN));
+
+	json_object_put(h);
+	return s;
+}
+
+static char *slurp_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = calloc(1, 1 << 22);
+	size_t n;
+
+	assert_non_null(buf);
+	if (f == NULL)
+		return buf;
+	n = fread(buf, 1, (1 << 22) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+static void history_path(struct merge_journal *j, char *buf, size_t len)
+{
+	const char *p = merge_journal_path(j);
+
+	snprintf(buf, len, "%.*s.history", (int)(strlen(p) - strlen(".journal")), p);
+}
+
+static void test_states_recorded(void **state)
+{
+	struct fixture *fx = *state;
+	struct merge_journal *j = open_ok(fx->dir, "unix:/run/vm.sock");
+	json_object *h, *st, *l;
+
+	op_with_state(j, "snapshot", "/i/top1", "/i/base");
+	begin(j, "{\"verb\":\"extend\",\"path\":\"/dev/vg/lv\"}"); /* no chains */
+	step(j, "end", "{\"outcome\":0}");
+	op_with_state(j, "commit", "/i/top2", "/i/base");
+	begin(j, "{\"verb\":\"stream\",\"target\":\"unix:/run/vm.sock\",\"disks\":[]}");
+	step(j, "start", NULL);
+	/* recovery ends the stream another run began */
+	step(j, "end", "{\"outcome\":0,\"recovered\":\"finished\",\"verb\":\"recover\","
+		       "\"target\":\"unix:/other\",\"chains\":[{\"disk\":\"vda\",\"chain\":[]}]}");
+	h = history_ok(j);
+	assert_int_equal(json_object_array_length(h), 3);
+	st = json_object_array_get_idx(h, 0);
+	assert_int_equal(json_object_get_int(json_object_object_get(st, "op")), 1);
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "verb")), "snapshot");
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "target")),
+			    "unix:/run/vm.sock");
+	assert_true(json_object_is_type(json_object_object_get(st, "time"), json_type_double));
+	l = json_object_array_get_idx(
+		json_object_object_get(json_object_array_get_idx(json_object_object_get(st, "disks"),
+								 0),
+				       "chain"),
+		0);
+	assert_string_equal(json_object_get_string(json_object_object_get(l, "filename")),
+			    "/i/top1");
+	assert_string_equal(json_object_get_string(json_object_object_get(l, "backing-filename")),
+			    "/i/base");
+	assert_null(json_object_object_get(st, "of"));
+	st = json_object_array_get_idx(h, 1);
+	assert_int_equal(json_object_get_int(json_object_object_get(st, "op")), 3);
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "verb")), "commit");
+	st = json_object_array_get_idx(h, 2);
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "verb")), "recover");
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "of")), "stream");
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "recovered")),
+			    "finished");
+	assert_string_equal(json_object_get_string(json_object_object_get(st, "target")),
+			    "unix:/other");
+	json_object_put(h);
+	merge_journal_close(j);
+}
+
+/* Compaction keeps every chain state, drops the steps, keeps the last
+ * operation whole; op numbers go on. */
+static void test_compact_keeps_every_state(void **state)
+{
+	struct fixture *fx = *state;
+	struct merge_journal *j = open_ok(fx->dir, "/vm");
+	struct lm_error err = { 0 };
+	char *before, *after, *jt, hp[1024], name[64];
+	json_object *entries;
+	int i, finished;
+
+	merge_journal_set_compact_bytes((size_t)1 << 30);
+	for (i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "/i/top%d", i);
+		op_with_state(j, i % 2 ? "commit" : "snapshot", name, "/i/base");
+	}
+	before = history_text(j);
+	assert_int_equal(count_lines(jt = slurp_file(merge_journal_path(j))), 200);
+	free(jt);
+	assert_int_equal(merge_journal_compact(j, &err), 0);
+	after = history_text(j);
+	assert_string_equal(after, before);
+	/* the journal: the last operation only, whole */
+	jt = slurp_file(merge_journal_path(j));
+	assert_int_equal(count_lines(jt), 5);
+	assert_non_null(strstr(jt, "\"op\":40,\"step\":\"intent\""));
+	free(jt);
+	assert_last(j, "intent,start,complete,finalize,end", 1);
+	/* the history file: all 40 states, one a line (the last one is in both) */
+	history_path(j, hp, sizeof(hp));
+	jt = slurp_file(hp);
+	assert_int_equal(count_lines(jt), 40);
+	free(jt);
+	/* nothing more to drop: a second compaction does nothing */
+	assert_int_equal(merge_journal_compact(j, &err), 1);
+	free(after);
+	/* numbering goes on, in this handle and the next */
+	op_with_state(j, "stream", "/i/s", "/i/base");
+	assert_int_equal(merge_journal_last(j, &entries, &finished, &err), 0);
+	assert_int_equal(entry_int(entries, 0, "op"), 41);
+	json_object_put(entries);
+	merge_journal_close(j);
+	j = open_ok(fx->dir, "/vm");
+	assert_int_equal(merge_journal_compact(j, &err), 0);
+	after = history_text(j);
+	assert_non_null(strstr(after, "\"op\":41"));
+	begin(j, "{\"verb\":\"commit\"}");
+	assert_int_equal(merge_journal_last(j, &entries, &finished, &err), 0);
+	assert_int_equal(entry_int(entries, 0, "op"), 42);
+	json_object_put(entries);
+	free(before);
+	free(after);
+	merge_journal_close(j);
+
+	/* a journal removed by hand: a new one numbers on from its history */
+	unlink(merge_journal_path(j = open_ok(fx->dir, "/vm")));
+	merge_journal_close(j);
+	j = open_ok(fx->dir, "/vm");
+	begin(j, "{\"verb\":\"commit\"}");
+	assert_int_equal(merge_journal_last(j, &entries, &finished, &err), 0);
+	assert_int_equal(entry_int(entries, 0, "op"), 42);
+	json_object_put(entries);
+	merge_journal_close(j);
+	merge_journal_set_compact_bytes((size_t)64 << 10);
+}
+
+/* An unfinished operation keeps every line, wherever it is; the steps of
+ * finished ones go, and a journal past the bound compacts at each end. */
+static void test_compact_keeps_unfinished(void **state)
+{
+	struct fixture *fx = *state;
+	struct merge_journal *j = open_ok(fx->dir, "/vm");
+	struct lm_error err = { 0 };
+	char *jt, *before;
+	static const char old_unfinished[] =
+		"{\"op\":2,\"step\":\"intent\",\"verb\":\"commit\",\"disks\":[]}\n"
+		"{\"op\":2,\"step\":\"start\",\"disk\":\"vda\"}\n";
+
+	merge_journal_set_compact_bytes((size_t)1 << 30);
+	op_with_state(j, "snapshot", "/i/t1", "/i/b");
+	merge_journal_close(j);
+	append_raw(merge_journal_path(j = open_ok(fx->dir, "/vm")), old_unfinished,
+		   sizeof(old_unfinished) - 1);
+	merge_journal_close(j);
+	j = open_ok(fx->dir, "/vm");
+	op_with_state(j, "commit", "/i/t2", "/i/b");
+	op_with_state(j, "snapshot", "/i/t3", "/i/b");
+	begin(j, "{\"verb\":\"stream\",\"disks\":[{\"disk\":\"vda\",\"before\":[\"/i/t3\"]}]}");
+	step(j, "start", "{\"disk\":\"vda\"}");
+	step(j, "finalize", "{\"disk\":\"vda\"}");
+	before = history_text(j);
+	/* while this handle's operation is open it never compacts */
+	assert_int_equal(merge_journal_compact(j, &err), 1);
+	merge_journal_close(j); /* as a killed livemerge leaves it */
+	j = open_ok(fx->dir, "/vm");
+	assert_int_equal(merge_journal_compact(j, &err), 0);
+	jt = slurp_file(merge_journal_path(j));
+	assert_non_null(strstr(jt, old_unfinished));
+	assert_non_null(strstr(jt, "\"op\":5,\"step\":\"intent\""));
+	assert_non_null(strstr(jt, "\"op\":5,\"step\":\"start\""));
+	assert_non_null(strstr(jt, "\"op\":5,\"step\":\"finalize\""));
+	assert_null(strstr(jt, "\"op\":3,"));
+	assert_null(strstr(jt, "\"op\":1,"));
+	assert_int_equal(count_lines(jt), 5);
+	free(jt);
+	assert_last(j, "intent,start,finalize", 0);
+	assert_int_equal(merge_journal_unfinished_has(j, "finalize"), 1);
+	jt = history_text(j);
+	assert_string_equal(jt, before);
+	free(jt);
+	free(before);
+	merge_journal_close(j);
+
+	/* past the bound, each end compacts: the journal stays one operation */
+	merge_journal_set_compact_bytes(0);
+	j = open_ok(fx->dir, "/vm2");
+	op_with_state(j, "snapshot", "/i/a", "/i/b");
+	op_with_state(j, "commit", "/i/b", "/i/c");
+	op_with_state(j, "snapshot", "/i/d", "/i/b");
+	jt = slurp_file(merge_journal_path(j));
+	assert_int_equal(count_lines(jt), 5);
+	free(jt);
+	jt = history_text(j);
+	assert_non_null(strstr(jt, "\"op\":1"));
+	assert_non_null(strstr(jt, "\"op\":2"));
+	assert_non_null(strstr(jt, "\"op\":3"));
+	free(jt);
+	merge_journal_close(j);
+	merge_journal_set_compact_bytes((size_t)64 << 10);
+}
+
+/* Torn lines, in the journal and in the history file, lose no state. */
+static void test_compact_torn_lines(void **state)
+{
+	struct fixture *fx = *state;
+	struct merge_journal *j = open_ok(fx->dir, "/vm");
+	struct lm_error err = { 0 };
+	static const char torn[] = "{\"op\":9,\"step\":\"ste";
+	char *before, *after, hp[1024];
+
+	merge_journal_set_compact_bytes((size_t)1 << 30);
+	op_with_state(j, "snapshot", "/i/t1", "/i/b");
+	op_with_state(j, "commit", "/i/t2", "/i/b");
+	op_with_state(j, "snapshot", "/i/t3", "/i/b");
+	append_raw(merge_journal_path(j), torn, sizeof(torn) - 1);
+	merge_journal_close(j);
+	j = open_ok(fx->dir, "/vm"); /* ends the torn line */
+	before = history_text(j);
+	assert_non_null(strstr(before, "\"op\":3"));
+	assert_int_equal(merge_journal_compact(j, &err), 0);
+	after = history_text(j);
+	assert_string_equal(after, before);
+	free(after);
+	/* a crash tore the history's last line: its state is still in the journal */
+	history_path(j, hp, sizeof(hp));
+	append_raw(hp, torn, sizeof(torn) - 1);
+	op_with_state(j, "stream", "/i/t4", "/i/b");
+	op_with_state(j, "snapshot", "/i/t5", "/i/b");
+	assert_int_equal(merge_journal_compact(j, &err), 0);
+	after = history_text(j);
+	assert_non_null(strstr(after, "\"op\":4"));
+	assert_non_null(strstr(after, "\"op\":5"));
+	assert_int_equal(strncmp(after, before, strlen(before) - 1), 0);
+	free(before);
+	free(after);
+	merge_journal_close(j);
+	merge_journal_set_compact_bytes((size_t)64 << 10);
+}
+
+/* A crash at each point of a compaction: the journal reads as before,
+ * no state is lost or shown twice, and the next compaction finishes. */
+static void test_compact_crash(void **state)
+{
+	static const char *const points[] = { "compact-history", "compact-write",
+					      "compact-rename" };
+	struct fixture *fx = *state;
+	size_t p;
+
+	for (p = 0; p < sizeof(points) / sizeof(points[0]); p++) {
+		struct merge_journal *j;
+		struct lm_error err = { 0 };
+		char target[64], *before, *after, *jt_before, *jt;
+		int status, i;
+		pid_t pid;
+
+		snprintf(target, sizeof(target), "/vm%zu", p);
+		merge_journal_set_compact_bytes((size_t)1 << 30);
+		j = open_ok(fx->dir, target);
+		for (i = 0; i < 6; i++)
+			op_with_state(j, i % 2 ? "commit" : "snapshot", i % 2 ? "/i/b" : "/i/t",
+				      "/i/b");
+		before = history_text(j);
+		jt_before = slurp_file(merge_journal_path(j));
+		merge_journal_close(j);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			j = open_ok(fx->dir, target);
+			merge_journal_set_crash_point(points[p]);
+			merge_journal_compact(j, &err);
+			_exit(0); /* the crash point was not reached */
+		}
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+			fail_msg("%s: the compaction was not killed there", points[p]);
+		j = open_ok(fx->dir, target);
+		after = history_text(j);
+		assert_string_equal(after, before);
+		free(after);
+		jt = slurp_file(merge_journal_path(j));
+		if (p < 2) /* not renamed yet: the journal as it was */
+			assert_string_equal(jt, jt_before);
+		else
+			assert_int_equal(count_lines(jt), 5);
+		free(jt);
+		assert_last(j, "intent,start,complete,finalize,end", 1);
+		assert_int_equal(merge_journal_compact(j, &err), p < 2 ? 0 : 1);
+		after = history_text(j);
+		assert_string_equal(after, before);
+		free(after);
+		free(before);
+		free(jt_before);
+		merge_journal_close(j);
+	}
+	merge_journal_set_compact_bytes((size_t)64 << 10);
+}
+
+/* Another handle on the journal (it may be appending): no compaction. */
+static void test_compact_waits_for_other_handle(void **state)
+{
+	struct fixture *fx = *state;
+	struct merge_journal *a = open_ok(fx->dir, "/vm"), *b;
+	struct lm_error err = { 0 };
+
+	op_with_state(a, "snapshot", "/i/t", "/i/b");
+	op_with_state(a, "commit", "/i/b", "/i/b");
+	b = open_ok(fx->dir, "/vm");
+	assert_int_equal(merge_journal_compact(a, &err), 1);
+	merge_journal_close(b);
+	assert_int_equal(merge_journal_compact(a, &err), 0);
+	merge_journal_close(a);
+}
+
+/* The last operation is found from the file's end, however long the file
+ * and however large the operation. */
+static void test_last_from_the_end(void **state)
+{
+	struct fixture *fx = *state;
+	struct merge_journal *j = open_ok(fx->dir, "/vm");
+	struct lm_error err = { 0 };
+	json_object *entries;
+	char *big = malloc(100000);
+	int i, finished;
+
+	assert_non_null(big);
+	merge_journal_set_compact_bytes((size_t)1 << 30);
+	for (i = 0; i < 300; i++)
+		op_with_state(j, "snapshot", "/i/t", "/i/b");
+	strcpy(big, "{\"verb\":\"commit\",\"pad\":\"");
+	memset(big + strlen(big), 'x', 90000);
+	strcpy(big + strlen("{\"verb\":\"commit\",\"pad\":\"") + 90000, "\"}");
+	begin(j, big);
+	for (i = 0; i < 500; i++)
+		step(j, "poll", "{\"disk\":\"vda\"}");
+	merge_journal_close(j);
+	j = open_ok(fx->dir, "/vm");
+	assert_int_equal(merge_journal_last(j, &entries, &finished, &err), 0);
+	assert_int_equal(finished, 0);
+	assert_int_equal(json_object_array_length(entries), 501);
+	assert_int_equal(entry_int(entries, 0, "op"), 301);
+	assert_string_equal(entry_str(entries, 0, "step"), "intent");
+	json_object_put(entries);
+	free(big);
+	merge_journal_close(j);
+	merge_journal_set_compact_bytes((size_t)64 << 10);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -544,6 +946,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_garbage_lines_skipped, setup, teardown),
 		cmocka_unit_test(test_parse_garbage),
 		cmocka_unit_test_setup_teardown(test_unfinished_has, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_states_recorded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compact_keeps_every_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compact_keeps_unfinished, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compact_torn_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compact_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_compact_waits_for_other_handle, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_last_from_the_end, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
