@@ -9,12 +9,17 @@
 
 #include "../host/host.h"
 #include "journal.h"
+#include "vmlock.h"
 
 struct bvm {
 	struct merge_batch *b;
 	int idx;
 	struct host *host; /* where its image files are */
 	struct qmp_conn *conn;
+	struct merge_vm_claim *claim;
+	struct merge_vm *vm; /* who it is; while it runs, its lock */
+	struct lm_error id_err; /* why it could not be identified (code LM_OK: it was) */
+	int identifying, identified;
 	struct qga *qga;
 	struct merge_journal *journal;
 	struct merge_group *g;
@@ -32,6 +37,8 @@ struct merge_batch {
 	void *arg;
 	struct bvm *v;
 	int next, running, ok, failed;
+	int identifying_all; /* phase one: who each VM is, before anything runs */
+	int next_id, identifying;
 	ev_idle kick;
 	int finished;
 };
@@ -69,6 +76,10 @@ static struct host *batch_host(struct merge_batch *b, const char *target, struct
 
 static void bvm_release(struct bvm *v)
 {
+	merge_vm_claim_free(v->claim);
+	v->claim = NULL;
+	merge_vm_free(v->vm);
+	v->vm = NULL;
 	merge_group_free(v->g);
 	v->g = NULL;
 	qga_free(v->qga);
@@ -148,9 +159,9 @@ static void bvm_done(const struct merge_result *r, void *arg)
 	bvm_end(arg, r);
 }
 
-static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
+/* The VM's lock is held (or no journal is kept): journal, agent, host, group. */
+static void bvm_go(struct bvm *v)
 {
-	struct bvm *v = arg;
 	struct merge_batch *b = v->b;
 	const struct merge_batch_vm *vm = &b->vms[v->idx];
 	struct merge_callbacks cbs = {
@@ -158,16 +169,11 @@ static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 	};
 	struct lm_error e;
 
-	qmp_conn_set_state_cb(c, NULL, NULL);
-	if (err != NULL) {
-		bvm_fail(v, MERGE_CONN_FAILED, err);
-		return;
-	}
-	if (!b->o.dry_run && (b->o.journal_dir == NULL || *b->o.journal_dir != '\0')) {
+	if (v->vm != NULL) {
 		json_object *last = NULL;
 		int finished = 1;
 
-		v->journal = merge_journal_open(b->o.journal_dir, vm->target, &e);
+		v->journal = merge_vm_journal_open(b->o.journal_dir, v->vm, vm->target, &e);
 		if (v->journal == NULL) {
 			bvm_fail(v, MERGE_FAILED, &e);
 			return;
@@ -201,9 +207,50 @@ static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
 		return;
 	}
 	v->req.host = v->host;
-	v->g = merge_group_start(c, &v->req, &cbs, v, &e);
+	v->g = merge_group_start(v->conn, &v->req, &cbs, v, &e);
 	if (v->g == NULL)
 		bvm_fail(v, e.code == LM_ERR_USAGE ? MERGE_BAD_REQUEST : MERGE_FAILED, &e);
+}
+
+static void bvm_claimed(struct merge_vm *vm, const struct lm_error *err, void *arg)
+{
+	struct bvm *v = arg;
+
+	merge_vm_free(v->vm); /* phase one's: this one holds the lock */
+	v->vm = vm;
+	if (vm == NULL) {
+		bvm_fail(v, err->code == LM_ERR_BUSY ? MERGE_BAD_REQUEST : MERGE_CONN_FAILED, err);
+		return;
+	}
+	bvm_go(v);
+}
+
+static void bvm_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
+{
+	struct bvm *v = arg;
+	struct merge_batch *b = v->b;
+	struct merge_vm_claim_opts co = {
+		.dir = b->o.journal_dir,
+		.target = b->vms[v->idx].target,
+		.verb = merge_verb_name(v->req.verb),
+	};
+	struct lm_error e;
+
+	qmp_conn_set_state_cb(c, NULL, NULL);
+	if (err != NULL) {
+		bvm_fail(v, MERGE_CONN_FAILED, err);
+		return;
+	}
+	if (b->o.dry_run || (b->o.journal_dir != NULL && *b->o.journal_dir == '\0')) {
+		merge_vm_free(v->vm);
+		v->vm = NULL;
+		bvm_go(v);
+		return;
+	}
+	/* the VM's lock, while its verb runs; its journal is named after it */
+	v->claim = merge_vm_claim_start(c, &co, bvm_claimed, v, &e);
+	if (v->claim == NULL)
+		bvm_fail(v, MERGE_CONN_FAILED, &e);
 }
 
 static void bvm_start(struct bvm *v)
@@ -219,6 +266,10 @@ static void bvm_start(struct bvm *v)
 	v->started = ev_now(b->loop);
 	v->req = *vm->req;
 	v->req.dry_run = v->req.dry_run || b->o.dry_run;
+	if (v->id_err.code != LM_OK) {
+		bvm_fail(v, MERGE_CONN_FAILED, &v->id_err);
+		return;
+	}
 	t = batch_transport(b, vm->target, &e);
 	if (t == NULL) {
 		bvm_fail(v, MERGE_BAD_REQUEST, &e);
@@ -241,6 +292,125 @@ static void batch_fill(struct merge_batch *b)
 		bvm_start(&b->v[b->next++]);
 }
 
+/* Phase one: who the VM is (its key), on a connection of its own. */
+static void bvm_identified(struct merge_vm *vm, const struct lm_error *err, void *arg)
+{
+	struct bvm *v = arg;
+
+	v->vm = vm;
+	if (vm == NULL)
+		v->id_err = *err;
+	v->identifying = 0;
+	v->identified = 1;
+	v->b->identifying--;
+	ev_idle_start(v->b->loop, &v->b->kick); /* its connection goes from the loop */
+}
+
+static void bvm_id_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
+{
+	struct bvm *v = arg;
+	struct merge_vm_claim_opts co = {
+		.dir = v->b->o.journal_dir != NULL && *v->b->o.journal_dir == '\0' ? NULL
+										     : v->b->o.journal_dir,
+		.target = v->b->vms[v->idx].target,
+	};
+	struct lm_error e;
+
+	qmp_conn_set_state_cb(c, NULL, NULL);
+	if (err == NULL && (v->claim = merge_vm_claim_start(c, &co, bvm_identified, v, &e)) != NULL)
+		return;
+	bvm_identified(NULL, err != NULL ? err : &e, v);
+}
+
+static void bvm_identify(struct bvm *v)
+{
+	struct merge_batch *b = v->b;
+	struct qmp_conn_opts co = { .connect_timeout = b->o.timeout, .command_timeout = b->o.timeout };
+	struct lm_error e;
+	struct tr *t;
+
+	v->identifying = 1;
+	b->identifying++;
+	t = batch_transport(b, b->vms[v->idx].target, &e);
+	if (t == NULL) {
+		bvm_identified(NULL, &e, v);
+		return;
+	}
+	v->conn = qmp_conn_new(b->loop, t, &co);
+	if (v->conn == NULL) {
+		lm_error_set(&e, LM_ERR_NOMEM, "out of memory");
+		bvm_identified(NULL, &e, v);
+		return;
+	}
+	qmp_conn_set_state_cb(v->conn, bvm_id_ready, v);
+	if (qmp_conn_start(v->conn, &e) < 0)
+		bvm_identified(NULL, &e, v);
+}
+
+/* Two entries that name one VM: the same journal name of their targets,
+ * or the same key (one VM through two monitors). 1 if found (reported). */
+static int batch_duplicates(struct merge_batch *b, int by_identity)
+{
+	char si[MERGE_VM_KEY_MAX], sk[MERGE_VM_KEY_MAX], why[MERGE_VM_KEY_MAX + 64];
+	int i, k;
+
+	for (i = 0; i < b->n; i++) {
+		for (k = 0; k < i; k++) {
+			if (by_identity) {
+				if (b->v[i].vm == NULL || b->v[k].vm == NULL ||
+				    strcmp(b->v[i].vm->key, b->v[k].vm->key) != 0)
+					continue;
+				snprintf(why, sizeof(why), "both reach the VM with %s", b->v[i].vm->desc);
+			} else {
+				merge_journal_target_stem(b->vms[i].target, si, sizeof(si));
+				merge_journal_target_stem(b->vms[k].target, sk, sizeof(sk));
+				if (strcmp(si, sk) != 0)
+					continue;
+				snprintf(why, sizeof(why), "both name the monitor %s", b->vms[i].target);
+			}
+			if (b->cb.duplicate != NULL)
+				b->cb.duplicate(k, i, why, b->arg);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Phase one's step: identify up to parallel VMs at once; when every VM is
+ * known, refuse a plan naming one twice, else start phase two. */
+static void batch_identify_step(struct merge_batch *b)
+{
+	int i;
+
+	/* the same target twice: refused before anything connects */
+	if (b->next_id == 0 && batch_duplicates(b, 0)) {
+		b->finished = 1;
+		if (b->cb.done != NULL)
+			b->cb.done(0, 0, b->arg);
+		return;
+	}
+	for (i = 0; i < b->n; i++) {
+		if (b->v[i].identified && b->v[i].conn != NULL) {
+			merge_vm_claim_free(b->v[i].claim);
+			b->v[i].claim = NULL;
+			qmp_conn_free(b->v[i].conn);
+			b->v[i].conn = NULL;
+		}
+	}
+	while (b->identifying < b->o.parallel && b->next_id < b->n)
+		bvm_identify(&b->v[b->next_id++]);
+	if (b->identifying > 0 || b->next_id < b->n)
+		return;
+	b->identifying_all = 0;
+	if (batch_duplicates(b, 1)) {
+		b->finished = 1;
+		if (b->cb.done != NULL)
+			b->cb.done(0, 0, b->arg);
+		return;
+	}
+	ev_idle_start(b->loop, &b->kick);
+}
+
 static void batch_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	struct merge_batch *b = w->data;
@@ -248,6 +418,12 @@ static void batch_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
 	(void)revents;
 	ev_idle_stop(loop, w);
+	if (b->finished)
+		return;
+	if (b->identifying_all) {
+		batch_identify_step(b);
+		return;
+	}
 	/* start the next VMs before letting the finished ones go: a VM on the
 	 * same ssh host then joins the session they kept open */
 	batch_fill(b);
@@ -291,6 +467,7 @@ struct merge_batch *merge_batch_start(struct ev_loop *loop, const struct merge_b
 	}
 	ev_idle_init(&b->kick, batch_kick_cb);
 	b->kick.data = b;
+	b->identifying_all = 1;
 	ev_idle_start(loop, &b->kick); /* starts from the loop, not from here */
 	return b;
 }

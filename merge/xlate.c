@@ -128,6 +128,30 @@ struct xl_cmd xl_guest_freeze_status(void)
 	return c;
 }
 
+struct xl_cmd xl_vm_uuid(void)
+{
+	struct xl_cmd c = { "query-uuid", NULL, "query" };
+
+	return c;
+}
+
+struct xl_cmd xl_vm_name(void)
+{
+	struct xl_cmd c = { "query-name", NULL, "query" };
+
+	return c;
+}
+
+const char *xl_vm_uuid_of(json_object *ret)
+{
+	return json_object_is_type(ret, json_type_object) ? xl_str(ret, "UUID") : NULL;
+}
+
+const char *xl_vm_name_of(json_object *ret)
+{
+	return json_object_is_type(ret, json_type_object) ? xl_str(ret, "name") : NULL;
+}
+
 struct xl_cmd xl_node_release(const char *node)
 {
 	struct xl_cmd c = { "blockdev-del", json_object_new_object(), "release" };

@@ -76,6 +76,14 @@ struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *t
 struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *base_node,
 			int64_t speed);
 
+/* Who the VM is: its UUID (xl_vm_uuid_of: the string, NULL if the answer
+ * has none) and its name (xl_vm_name_of: NULL when the VM has none). The
+ * storage daemon knows neither command (CommandNotFound). */
+struct xl_cmd xl_vm_uuid(void);
+struct xl_cmd xl_vm_name(void);
+const char *xl_vm_uuid_of(json_object *ret);
+const char *xl_vm_name_of(json_object *ret);
+
 /* Drop a node the monitor added (-blockdev) once nothing uses it. */
 struct xl_cmd xl_node_release(const char *node);
 
