@@ -29,8 +29,15 @@ const struct cmd_entry cmd_recover_entry = {
 		"created removed with `CMD remove PATH` (--volume-cmd; without it the volume\n"
 		"is left and named). A volume that is in a chain is never removed; one that\n"
 		"was grown stays grown.\n"
-		"Exit: 0 consistent (recovered or nothing to do), 3 cannot connect, 4 a chain\n"
-		"is neither as before nor as expected (the message names it).\n",
+		"The journal is the VM's, named after its UUID or name, so an operation begun\n"
+		"through one monitor is found through any other (README: One VM, one journal,\n"
+		"one livemerge).\n"
+		"While it runs it holds the VM's lock: another livemerge acting on the VM,\n"
+		"through any monitor, refuses at once (exit 2, naming this one's pid and verb)\n"
+		"or, with --wait-lock SECS, waits for it.\n"
+		"Exit: 0 consistent (recovered or nothing to do), 2 the VM is busy with another\n"
+		"livemerge, 3 cannot connect, 4 a chain is neither as before nor as expected\n"
+		"(the message names it).\n",
 	.needs_conn = 1,
 	.exec = cmd_recover_exec,
 };
