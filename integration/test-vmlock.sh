@@ -19,6 +19,9 @@
 #   4. batch: a plan naming the VM through A and B, one naming A twice (unix: and a plain
 #      path), and one naming a qemu-storage-daemon twice: each exit 2 naming both JSON paths,
 #      nothing run (no overlay file, chains as before).
+#   5. a VM with -name and no -uuid: its journal and lock named after the name and host; with
+#      the lock held by flock(1), --wait-lock 1.5 refuses after 1.5 s (exit 2); once that
+#      holder is SIGKILLed, the lock is free.
 #   Every layer's data is read back with qemu-io read -P after QEMU quits, and live in between.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -213,6 +216,36 @@ jq -nc --argjson a "$(vmline "unix:$A" "$T/img/b1.qcow2" vda)" --argjson b "$(vm
 timeout -k 5 60 "$LM" --journal "$J" batch "$T/distinct.json" >"$T/lm.out" 2>"$T/lm.err" </dev/null ||
 	it_fail "a plan of two distinct VMs: exit $?: $(head -n 3 "$T/lm.err")"
 assert_chain vda "$T/img/b1.qcow2" "$T/img/vda.s2.qcow2" "$BASE"
+
+# ---------------------------------------------------------------- 5. a VM with a name and no UUID
+# (started as no -uuid VM would be: query-uuid answers all zeros); the lock held by a process
+# that is not livemerge (flock(1)), so the file does not say who holds it
+it__launch named "$T/named.qmp" qemu-system-x86_64 -machine q35,accel=tcg -S -nodefaults -display none \
+	-name "web 1" -qmp "unix:$T/named.qmp,server=on,wait=off"
+NKEY="name+web_201+local"
+lmx "$T/named.qmp" recover
+((LM_RC == 0)) || it_fail "recover on the named VM: $(lm_report)"
+[[ -f $J/$NKEY.journal && -f $J/$NKEY.lock ]] || it_fail "no journal and lock named after the VM's name: $(ls "$J")"
+flock "$J/$NKEY.lock" sleep 60 &
+FPID=$!
+it_track flock "$FPID"
+n=100
+until ! flock -n "$J/$NKEY.lock" true; do
+	((n-- > 0)) || it_fail "flock(1) did not take the lock"
+	sleep 0.05
+done
+t0=$(date +%s%N)
+lmx "$T/named.qmp" --wait-lock 1.5 recover
+t1=$(date +%s%N)
+((LM_RC == 2)) || it_fail "--wait-lock 1.5 on a held lock: expected exit 2: $(lm_report)"
+grep -q "waited 1.5 s: the VM (name 'web 1' on local) is busy" "$T/lm.err" || it_fail "no 'waited' refusal: $(lm_report)"
+(((t1 - t0) / 1000000 >= 1400)) || it_fail "refused after $(((t1 - t0) / 1000000)) ms: it did not wait"
+kill -KILL "$FPID"
+wait "$FPID" 2>/dev/null || true
+rm -f "$T/flock.pid"
+lmx "$T/named.qmp" recover
+((LM_RC == 0)) || it_fail "recover once the holder was killed: $(lm_report)"
+stop_vm named
 
 # ---------------------------------------------------------------- data, offline
 stop_vm vm

@@ -19,6 +19,8 @@
 
 #include "../merge/journal.h"
 #include "../merge/vmlock.h"
+#include "../transport/transport.h"
+#include "fakeqmp.h"
 #include "testutil.h"
 
 struct fixture {
@@ -266,6 +268,191 @@ static void test_target_key_same_file(void **state)
 	merge_vm_free(vm);
 }
 
+/* A claim through the fake monitor: its callback's result and messages. */
+struct claim_run {
+	struct ev_loop *loop;
+	struct fq *fq;
+	struct qmp_conn *c;
+	struct merge_vm_claim *cl;
+	int calls, messages;
+	struct merge_vm *vm;
+	struct lm_error err;
+	struct merge_vm *other; /* a holder to let go during the wait */
+	ev_timer release;
+};
+
+static void claim_cb(struct merge_vm *vm, const struct lm_error *err, void *arg)
+{
+	struct claim_run *r = arg;
+
+	r->calls++;
+	r->vm = vm;
+	if (err != NULL)
+		r->err = *err;
+	merge_vm_claim_free(r->cl); /* from inside its own callback */
+	r->cl = NULL;
+}
+
+static void claim_msg(const char *line, void *arg)
+{
+	struct claim_run *r = arg;
+
+	(void)line;
+	r->messages++;
+}
+
+static void claim_setup(struct claim_run *r)
+{
+	struct lm_error err;
+	struct tr *t;
+
+	memset(r, 0, sizeof(*r));
+	r->loop = ev_loop_new(EVFLAG_AUTO);
+	r->fq = fq_new(r->loop);
+	fq_handshake(r->fq);
+	t = tr_new_fd(fq_fd(r->fq), "fake", &err);
+	assert_non_null(t);
+	r->c = qmp_conn_new(r->loop, t, NULL);
+	assert_non_null(r->c);
+	assert_int_equal(qmp_conn_start(r->c, &err), 0);
+}
+
+static void claim_start(struct claim_run *r, const char *dir, const char *verb, double wait)
+{
+	struct merge_vm_claim_opts o = {
+		.dir = dir, .target = "unix:/run/vm1/qmp.sock", .verb = verb, .wait_lock = wait,
+		.message = claim_msg,
+	};
+	struct lm_error err;
+
+	r->cl = merge_vm_claim_start(r->c, &o, claim_cb, r, &err);
+	assert_non_null(r->cl);
+	assert_int_equal(r->calls, 0); /* never from inside the call */
+}
+
+static void claim_teardown(struct claim_run *r)
+{
+	merge_vm_claim_free(r->cl);
+	merge_vm_free(r->vm);
+	merge_vm_free(r->other);
+	qmp_conn_free(r->c);
+	assert_int_equal(fq_verify(r->fq), 0);
+	fq_free(r->fq);
+	ev_loop_destroy(r->loop);
+}
+
+/* The storage daemon knows neither command: the target names it. */
+static void test_claim_storage_daemon(void **state)
+{
+	struct fixture *fx = *state;
+	struct claim_run r;
+
+	claim_setup(&r);
+	fq_expect(r.fq, "query-uuid", NULL);
+	fq_reply_error(r.fq, "CommandNotFound", "The command query-uuid has not been found");
+	claim_start(&r, fx->dir, "commit", 0);
+	TEST_RUN_UNTIL(r.loop, r.calls == 1, 5, (void)0);
+	assert_non_null(r.vm);
+	assert_string_equal(r.vm->key, "_run_vm1_qmp.sock");
+	assert_true(r.vm->lock_fd >= 0);
+	claim_teardown(&r);
+}
+
+/* All-zero UUID: the name is asked for; any other error ends the claim. */
+static void test_claim_name_and_errors(void **state)
+{
+	struct fixture *fx = *state;
+	struct claim_run r;
+
+	claim_setup(&r);
+	fq_expect(r.fq, "query-uuid", NULL);
+	fq_reply_return(r.fq, "{\"UUID\": \"" ZERO "\"}");
+	fq_expect(r.fq, "query-name", NULL);
+	fq_reply_return(r.fq, "{\"name\": \"web\"}");
+	claim_start(&r, fx->dir, NULL, 0);
+	TEST_RUN_UNTIL(r.loop, r.calls == 1, 5, (void)0);
+	assert_non_null(r.vm);
+	assert_string_equal(r.vm->key, "name+web+local");
+	assert_int_equal(r.vm->lock_fd, -1); /* no verb: no lock */
+	claim_teardown(&r);
+
+	claim_setup(&r);
+	fq_expect(r.fq, "query-uuid", NULL);
+	fq_reply_error(r.fq, "GenericError", "no");
+	claim_start(&r, fx->dir, "commit", 0);
+	TEST_RUN_UNTIL(r.loop, r.calls == 1, 5, (void)0);
+	assert_null(r.vm);
+	assert_int_equal(r.err.code, LM_ERR_QMP);
+	assert_non_null(strstr(r.err.msg, "cannot tell which VM this is"));
+	claim_teardown(&r);
+}
+
+static void release_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct claim_run *r = w->data;
+
+	(void)loop;
+	(void)revents;
+	merge_vm_free(r->other);
+	r->other = NULL;
+}
+
+/* A held lock: refused at once; waited for, said once, taken when the
+ * holder lets go; or refused when the wait ends. */
+static void test_claim_waits(void **state)
+{
+	struct fixture *fx = *state;
+	struct lm_error err;
+	struct claim_run r;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		claim_setup(&r);
+		r.other = vm_new(UUID, "unix:/a");
+		assert_int_equal(merge_vm_lock(r.other, fx->dir, "stream", "unix:/a", &err), 0);
+		fq_expect(r.fq, "query-uuid", NULL);
+		fq_reply_return(r.fq, "{\"UUID\": \"" UUID "\"}");
+		if (i == 1) {
+			ev_timer_init(&r.release, release_cb, 0.5, 0);
+			r.release.data = &r;
+			ev_timer_start(r.loop, &r.release);
+		}
+		claim_start(&r, fx->dir, "commit", i == 0 ? 0 : 1.0);
+		TEST_RUN_UNTIL(r.loop, r.calls == 1, 5, (void)0);
+		ev_timer_stop(r.loop, &r.release);
+		if (i == 1) {
+			assert_non_null(r.vm);
+			assert_true(r.vm->lock_fd >= 0);
+		} else {
+			assert_null(r.vm);
+			assert_int_equal(r.err.code, LM_ERR_BUSY);
+			assert_non_null(strstr(r.err.msg, "runs 'stream' on it through unix:/a"));
+			assert_int_equal(strncmp(r.err.msg, "waited", 6) == 0, i == 2);
+		}
+		assert_int_equal(r.messages, i == 0 ? 0 : 1);
+		claim_teardown(&r);
+	}
+}
+
+/* Freed before QEMU answers: the callback never runs, nothing leaks. */
+static void test_claim_abandoned(void **state)
+{
+	struct fixture *fx = *state;
+	struct claim_run r;
+
+	claim_setup(&r);
+	fq_expect(r.fq, "query-uuid", NULL);
+	fq_delay(r.fq, 0.2);
+	fq_reply_return(r.fq, "{\"UUID\": \"" UUID "\"}");
+	claim_start(&r, fx->dir, "commit", 0);
+	merge_vm_claim_free(r.cl);
+	r.cl = NULL;
+	TEST_RUN_UNTIL(r.loop, fq_done(r.fq), 5, (void)0);
+	ev_run(r.loop, EVRUN_NOWAIT);
+	assert_int_equal(r.calls, 0);
+	claim_teardown(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -276,6 +463,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_old_journal_taken_over, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_journal_unfinished_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_key_same_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_storage_daemon, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_name_and_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_waits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_abandoned, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
