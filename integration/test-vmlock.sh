@@ -226,7 +226,7 @@ NKEY="name+web_201+local"
 lmx "$T/named.qmp" recover
 ((LM_RC == 0)) || it_fail "recover on the named VM: $(lm_report)"
 [[ -f $J/$NKEY.journal && -f $J/$NKEY.lock ]] || it_fail "no journal and lock named after the VM's name: $(ls "$J")"
-flock "$J/$NKEY.lock" sleep 60 &
+flock -o "$J/$NKEY.lock" sleep 60 &
 FPID=$!
 it_track flock "$FPID"
 n=100
@@ -238,10 +238,12 @@ t0=$(date +%s%N)
 lmx "$T/named.qmp" --wait-lock 1.5 recover
 t1=$(date +%s%N)
 ((LM_RC == 2)) || it_fail "--wait-lock 1.5 on a held lock: expected exit 2: $(lm_report)"
-grep -q "waited 1.5 s: the VM (name 'web 1' on local) is busy" "$T/lm.err" || it_fail "no 'waited' refusal: $(lm_report)"
+grep -q "waiting up to 1.5 s" "$T/lm.err" || it_fail "it did not say it waits: $(lm_report)"
+[[ $(tail -n 1 "$T/lm.err") == "livemerge: waited 1.5 s: the VM (name 'web 1' on local) is busy: another process holds its lock"* ]] ||
+	it_fail "no 'waited' refusal naming the VM: $(lm_report)"
 (((t1 - t0) / 1000000 >= 1400)) || it_fail "refused after $(((t1 - t0) / 1000000)) ms: it did not wait"
 kill -KILL "$FPID"
-wait "$FPID" 2>/dev/null || true
+wait "$FPID" 2>/dev/null || true # (sleep 60, its child, does not hold the lock: flock -o)
 rm -f "$T/flock.pid"
 lmx "$T/named.qmp" recover
 ((LM_RC == 0)) || it_fail "recover once the holder was killed: $(lm_report)"

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,8 +133,14 @@ void merge_vm_free(struct merge_vm *vm)
 {
 	if (vm == NULL)
 		return;
-	if (vm->lock_fd >= 0)
-		close(vm->lock_fd); /* the flock goes with the last descriptor */
+	if (vm->lock_fd >= 0) {
+		/* say no more who holds it (a crash leaves the words: see
+		 * vm_lock_holder), then let the lock go with the descriptor */
+		if (ftruncate(vm->lock_fd, 0) < 0) {
+			/* only the message of a later refusal depends on it */
+		}
+		close(vm->lock_fd);
+	}
 	free(vm);
 }
 
@@ -144,14 +151,17 @@ static void vm_lock_holder(int fd, char *out, size_t size)
 	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
 	json_object *o, *pid, *verb, *target;
 
-	snprintf(out, size, "another livemerge (which has not said who it is yet)");
+	snprintf(out, size, "another process holds its lock (it has not said who it is)");
 	if (n <= 0)
 		return;
 	buf[n] = '\0';
 	o = json_tokener_parse(buf);
+	/* a holder that is gone (its pid no longer exists) wrote what the file
+	 * says, and someone else holds the lock now (a child of the holder) */
 	if (o != NULL && json_object_object_get_ex(o, "pid", &pid) &&
 	    json_object_object_get_ex(o, "verb", &verb) &&
-	    json_object_object_get_ex(o, "target", &target))
+	    json_object_object_get_ex(o, "target", &target) && json_object_get_int(pid) > 0 &&
+	    (kill(json_object_get_int(pid), 0) == 0 || errno == EPERM))
 		snprintf(out, size, "livemerge pid %d runs '%s' on it through %s",
 			 json_object_get_int(pid), json_object_get_string(verb),
 			 json_object_get_string(target));
