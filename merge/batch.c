@@ -16,6 +16,7 @@ struct bvm {
 	int idx;
 	struct host *host; /* where its image files are */
 	struct qmp_conn *conn;
+	struct qmp_conn *id_conn; /* phase one's, to ask who the VM is */
 	struct merge_vm_claim *claim;
 	struct merge_vm *vm; /* who it is; while it runs, its lock */
 	struct lm_error id_err; /* why it could not be identified (code LM_OK: it was) */
@@ -78,6 +79,8 @@ static void bvm_release(struct bvm *v)
 {
 	merge_vm_claim_free(v->claim);
 	v->claim = NULL;
+	qmp_conn_free(v->id_conn);
+	v->id_conn = NULL;
 	merge_vm_free(v->vm);
 	v->vm = NULL;
 	merge_group_free(v->g);
@@ -336,14 +339,14 @@ static void bvm_identify(struct bvm *v)
 		bvm_identified(NULL, &e, v);
 		return;
 	}
-	v->conn = qmp_conn_new(b->loop, t, &co);
-	if (v->conn == NULL) {
+	v->id_conn = qmp_conn_new(b->loop, t, &co);
+	if (v->id_conn == NULL) {
 		lm_error_set(&e, LM_ERR_NOMEM, "out of memory");
 		bvm_identified(NULL, &e, v);
 		return;
 	}
-	qmp_conn_set_state_cb(v->conn, bvm_id_ready, v);
-	if (qmp_conn_start(v->conn, &e) < 0)
+	qmp_conn_set_state_cb(v->id_conn, bvm_id_ready, v);
+	if (qmp_conn_start(v->id_conn, &e) < 0)
 		bvm_identified(NULL, &e, v);
 }
 
@@ -376,39 +379,50 @@ static int batch_duplicates(struct merge_batch *b, int by_identity)
 	return 0;
 }
 
-/* Phase one's step: identify up to parallel VMs at once; when every VM is
- * known, refuse a plan naming one twice, else start phase two. */
-static void batch_identify_step(struct merge_batch *b)
+/* Phase one's connections that are done with. */
+static void batch_let_go_ids(struct merge_batch *b)
 {
 	int i;
 
+	for (i = 0; i < b->n; i++) {
+		if (b->v[i].identified && b->v[i].id_conn != NULL) {
+			merge_vm_claim_free(b->v[i].claim);
+			b->v[i].claim = NULL;
+			qmp_conn_free(b->v[i].id_conn);
+			b->v[i].id_conn = NULL;
+		}
+	}
+}
+
+/* Phase one's step: identify up to parallel VMs at once; when every VM is
+ * known, refuse a plan naming one twice. 0 when phase two may start. The
+ * next connections start before the finished ones go: VMs on one ssh host
+ * keep one session (phase two's first ones start before phase one's last
+ * go, in batch_kick_cb). */
+static int batch_identify_step(struct merge_batch *b)
+{
 	/* the same target twice: refused before anything connects */
 	if (b->next_id == 0 && batch_duplicates(b, 0)) {
 		b->finished = 1;
 		if (b->cb.done != NULL)
 			b->cb.done(0, 0, b->arg);
-		return;
-	}
-	for (i = 0; i < b->n; i++) {
-		if (b->v[i].identified && b->v[i].conn != NULL) {
-			merge_vm_claim_free(b->v[i].claim);
-			b->v[i].claim = NULL;
-			qmp_conn_free(b->v[i].conn);
-			b->v[i].conn = NULL;
-		}
+		return 1;
 	}
 	while (b->identifying < b->o.parallel && b->next_id < b->n)
 		bvm_identify(&b->v[b->next_id++]);
-	if (b->identifying > 0 || b->next_id < b->n)
-		return;
+	if (b->identifying > 0 || b->next_id < b->n) {
+		batch_let_go_ids(b);
+		return 1;
+	}
 	b->identifying_all = 0;
 	if (batch_duplicates(b, 1)) {
+		batch_let_go_ids(b);
 		b->finished = 1;
 		if (b->cb.done != NULL)
 			b->cb.done(0, 0, b->arg);
-		return;
+		return 1;
 	}
-	ev_idle_start(b->loop, &b->kick);
+	return 0;
 }
 
 static void batch_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
@@ -420,13 +434,12 @@ static void batch_kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 	ev_idle_stop(loop, w);
 	if (b->finished)
 		return;
-	if (b->identifying_all) {
-		batch_identify_step(b);
+	if (b->identifying_all && batch_identify_step(b))
 		return;
-	}
 	/* start the next VMs before letting the finished ones go: a VM on the
 	 * same ssh host then joins the session they kept open */
 	batch_fill(b);
+	batch_let_go_ids(b);
 	for (i = 0; i < b->n; i++)
 		if (b->v[i].done && (b->v[i].conn != NULL || b->v[i].g != NULL))
 			bvm_release(&b->v[i]);
