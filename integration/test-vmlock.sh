@@ -26,9 +26,9 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-# shellcheck source=lib-merge.sh
+# shellcheck source=integration/lib-merge.sh
 . "$IT_DIR/lib-merge.sh"
-# shellcheck source=lib-ssh.sh
+# shellcheck source=integration/lib-ssh.sh
 . "$IT_DIR/lib-ssh.sh"
 
 lm_setup
@@ -48,7 +48,8 @@ it__launch vm "$A" qemu-system-x86_64 -machine q35,accel=tcg -S -nodefaults -dis
 	-blockdev "driver=file,filename=$TOP,node-name=vda-file" \
 	-blockdev "driver=qcow2,file=vda-file,node-name=vda-top" \
 	-device "virtio-blk-pci,drive=vda-top,id=vda"
-LM_SOCK=$A
+LM_SOCK=$A # lib-merge's lm_chain and assert_chain read it
+export LM_SOCK
 
 # lmx SOCK ARGS...: livemerge -c SOCK --journal $J ARGS, as lm does (LM_RC, $T/lm.out/err).
 lmx() {
@@ -80,6 +81,15 @@ bg_wait() {
 	rm -f "$T/$1.pid"
 }
 
+# wait_line FILE TEXT WHAT: wait (10 s at most) until FILE holds TEXT.
+wait_line() {
+	local n=200
+	until grep -qF -- "$2" "$1" 2>/dev/null; do
+		((n-- > 0)) || it_fail "no $3 within 10 s: $(tail -n 2 "$1")"
+		sleep 0.05
+	done
+}
+
 # refused_busy WHAT PID VERB: the last run exited 2 with one line naming PID and VERB.
 refused_busy() {
 	((LM_RC == 2)) || it_fail "$1: expected exit 2 (busy): $(lm_report)"
@@ -101,14 +111,9 @@ journal_ops() {
 }
 
 # ---------------------------------------------------------------- 1. two monitors, one lock
-state0=$(vm_state "$B")
 bg a "$A" --json commit vda --speed 2M
 APID=$BG_PID
-n=200
-until grep -q '"status":"running"' "$T/a.out" 2>/dev/null; do
-	((n-- > 0)) || it_fail "commit through A never ran: $(tail -n 2 "$T/a.err")"
-	sleep 0.05
-done
+wait_line "$T/a.out" '"status":"running"' "the commit through A running"
 [[ -f $J/$KEY.lock && -f $J/$KEY.journal ]] || it_fail "no lock and journal named after the UUID: $(ls "$J")"
 t0=$(date +%s%N)
 lmx "$B" --debug commit vda
@@ -127,16 +132,13 @@ refused_busy "recover through B" "$APID" commit
 lms -c "$(ssh_target "$B")" -i "$SSH_DIR/id_client" --known-hosts "$SSH_KH" --journal "$J" \
 	snapshot "vda=$T/img/never.qcow2"
 cp "$T/lm.err" "$T/lm.err.ssh"
+# shellcheck disable=SC2153 # LMS_RC and LMS_CMD: set by lib-ssh's lms
 LM_RC=$LMS_RC LM_CMD=$LMS_CMD refused_busy "snapshot over ssh:// to B" "$APID" commit
 [[ ! -e $T/img/never.qcow2 ]] || it_fail "a refused snapshot over ssh made its overlay"
 it__alive "$APID" || it_fail "the commit through A ended before the refusals were checked: the test proves nothing"
 bg w "$B" --wait-lock 90 snapshot "vda=$T/img/vda.s1.qcow2"
 WPID=$BG_PID
-n=200
-until grep -q "waiting up to 90 s" "$T/w.err" 2>/dev/null; do
-	((n-- > 0)) || it_fail "the --wait-lock run did not say it waits: $(cat "$T/w.err")"
-	sleep 0.05
-done
+wait_line "$T/w.err" "waiting up to 90 s" "the --wait-lock run saying it waits"
 grep -qF "livemerge pid $APID runs 'commit' on it" "$T/w.err" || it_fail "the waiting run does not name the holder: $(cat "$T/w.err")"
 [[ ! -e $T/img/vda.s1.qcow2 ]] || it_fail "the waiting snapshot made its overlay while A ran"
 it__alive "$APID" || it_fail "the commit through A ended before the waiting run was seen waiting"
@@ -164,7 +166,9 @@ grep -q 'recovered: the operation is finished' "$T/lm.out" || it_fail "recover t
 assert_chain vda "$BASE"
 [[ $(qmp_raw "$A" '{"execute":"query-jobs"}' | jq -c .return) == "[]" ]] || it_fail "jobs left after recover"
 lmx "$B" recover
-((LM_RC == 0)) && grep -q 'nothing to recover' "$T/lm.err" || it_fail "a second recover through B: $(lm_report)"
+if ((LM_RC != 0)) || ! grep -q 'nothing to recover' "$T/lm.err"; then
+	it_fail "a second recover through B: $(lm_report)"
+fi
 hmp_reads vm vda "read -P 0x10 0 1M" vda "read -P 0x11 1M 1M" vda "read -P 0xb2 2M 1M" vda "read -P 0xa1 8M 24M"
 
 # ---------------------------------------------------------------- 3. an older journal, named after monitor A
