@@ -17,8 +17,10 @@
 #      livemerge gave it (after monitor A): `recover` through A finds it and rolls back, the
 #      file now named after the UUID.
 #   4. batch: a plan naming the VM through A and B, one naming A twice (unix: and a plain
-#      path), and one naming a qemu-storage-daemon twice: each exit 2 naming both JSON paths,
-#      nothing run (no overlay file, chains as before).
+#      path), one naming a qemu-storage-daemon twice, and one naming another daemon through
+#      its two monitors (it says not who it is, but both write one image): each exit 2 naming
+#      both JSON paths, nothing run (no overlay file, chains as before); a plan of two distinct
+#      VMs runs.
 #   5. a VM with -name and no -uuid: its journal and lock named after the name and host; with
 #      the lock held by flock(1), --wait-lock 1.5 refuses after 1.5 s (exit 2); once that
 #      holder is SIGKILLed, the lock is free.
@@ -214,6 +216,17 @@ plan_refused "one monitor twice" "$T/one-target.json" "both name the monitor"
 jq -nc --argjson a "$(vmline "$T/q.qmp" "$T/img/b1.qcow2" disk0)" --argjson b "$(vmline "unix:$T/q.qmp" "$T/img/b2.qcow2" disk0)" \
 	'{vms: [$a, $b]}' >"$T/qsd.json"
 plan_refused "one storage daemon twice" "$T/qsd.json" "both name the monitor"
+# a storage daemon through two monitors: neither says which it is, but both write one image
+R=$(mk_chain "$T/img" r 0 8M)
+it__launch r "$T/r.qmp" qemu-storage-daemon \
+	--blockdev "driver=file,filename=$R,node-name=disk0-file" \
+	--blockdev "driver=qcow2,file=disk0-file,node-name=disk0" \
+	--nbd-server "addr.type=unix,addr.path=$T/r.nbd" --export "type=nbd,id=exp0,node-name=disk0,writable=on" \
+	--chardev "socket,id=m1,path=$T/r.qmp,server=on,wait=off" --monitor chardev=m1 \
+	--chardev "socket,id=m2,path=$T/r.qmp2,server=on,wait=off" --monitor chardev=m2
+jq -nc --argjson a "$(vmline "$T/r.qmp" "$T/img/b1.qcow2" disk0)" --argjson b "$(vmline "$T/r.qmp2" "$T/img/b2.qcow2" disk0)" \
+	'{vms: [$a, $b]}' >"$T/qsd-monitors.json"
+plan_refused "one storage daemon through two monitors" "$T/qsd-monitors.json" "both write the image $R"
 # a check that the plans above could run: the same plan with two distinct VMs does
 jq -nc --argjson a "$(vmline "unix:$A" "$T/img/b1.qcow2" vda)" --argjson b "$(vmline "$T/q.qmp" "$T/img/b2.qcow2" disk0)" \
 	'{vms: [$a, $b]}' >"$T/distinct.json"
@@ -256,6 +269,7 @@ stop_vm named
 # ---------------------------------------------------------------- data, offline
 stop_vm vm
 stop_vm q
+stop_vm r
 qemu_io_check -r "$T/img/b1.qcow2" "read -P 0x10 0 1M" "read -P 0x11 1M 1M" "read -P 0xb2 2M 1M" \
 	"read -P 0xc3 3M 1M" "read -P 0xa1 8M 24M" "read -P 0 32M 32M"
 qemu_io_check -r "$BASE" "read -P 0x10 0 1M" "read -P 0x11 1M 1M" "read -P 0xb2 2M 1M" \

@@ -10,6 +10,7 @@
 #include "../host/host.h"
 #include "journal.h"
 #include "vmlock.h"
+#include "xlate.h"
 
 struct bvm {
 	struct merge_batch *b;
@@ -20,7 +21,8 @@ struct bvm {
 	struct merge_vm_claim *claim;
 	struct merge_vm *vm; /* who it is; while it runs, its lock */
 	struct lm_error id_err; /* why it could not be identified (code LM_OK: it was) */
-	int identifying, identified;
+	json_object *images;    /* the files it writes (xl_node_written_file), or NULL */
+	int identifying, identified, images_pending;
 	struct qga *qga;
 	struct merge_journal *journal;
 	struct merge_group *g;
@@ -40,6 +42,7 @@ struct merge_batch {
 	int next, running, ok, failed;
 	int identifying_all; /* phase one: who each VM is, before anything runs */
 	int next_id, identifying;
+	int freeing; /* merge_batch_free runs: late replies are dropped */
 	ev_idle kick;
 	int finished;
 };
@@ -83,6 +86,8 @@ static void bvm_release(struct bvm *v)
 	v->id_conn = NULL;
 	merge_vm_free(v->vm);
 	v->vm = NULL;
+	json_object_put(v->images);
+	v->images = NULL;
 	merge_group_free(v->g);
 	v->g = NULL;
 	qga_free(v->qga);
@@ -295,18 +300,64 @@ static void batch_fill(struct merge_batch *b)
 		bvm_start(&b->v[b->next++]);
 }
 
-/* Phase one: who the VM is (its key), on a connection of its own. */
+/* Phase one: who the VM is (its key, the images it writes), on a
+ * connection of its own. */
 static void bvm_identified(struct merge_vm *vm, const struct lm_error *err, void *arg)
 {
 	struct bvm *v = arg;
 
-	v->vm = vm;
-	if (vm == NULL)
+	if (vm != NULL)
+		v->vm = vm;
+	if (vm == NULL && err != NULL)
 		v->id_err = *err;
 	v->identifying = 0;
 	v->identified = 1;
 	v->b->identifying--;
 	ev_idle_start(v->b->loop, &v->b->kick); /* its connection goes from the loop */
+}
+
+static void bvm_images_cb(struct qmp_conn *c, json_object *ret, const struct lm_error *err,
+			  void *arg)
+{
+	struct bvm *v = arg;
+	size_t i, n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+
+	(void)c;
+	v->images_pending = 0;
+	if (v->b->freeing)
+		return;
+	/* no answer: the images are not compared, the VM still runs */
+	for (i = 0; err == NULL && i < n; i++) {
+		const char *f = xl_node_written_file(json_object_array_get_idx(ret, i));
+
+		if (f == NULL)
+			continue;
+		if (v->images == NULL)
+			v->images = json_object_new_array();
+		json_object_array_add(v->images, json_object_new_string(f));
+	}
+	bvm_identified(NULL, NULL, v);
+}
+
+/* Known who it is: then which images it writes. */
+static void bvm_id_claimed(struct merge_vm *vm, const struct lm_error *err, void *arg)
+{
+	struct bvm *v = arg;
+	struct xl_cmd cmd = xl_nodes();
+	struct lm_error e;
+
+	if (vm == NULL) {
+		json_object_put(cmd.args);
+		bvm_identified(NULL, err, v);
+		return;
+	}
+	v->vm = vm;
+	v->images_pending = 1;
+	if (qmp_conn_execute(v->id_conn, cmd.name, cmd.args, -1, bvm_images_cb, v, &e) < 0) {
+		v->images_pending = 0;
+		bvm_identified(NULL, NULL, v);
+	}
+	json_object_put(cmd.args);
 }
 
 static void bvm_id_ready(struct qmp_conn *c, const struct lm_error *err, void *arg)
@@ -320,7 +371,7 @@ static void bvm_id_ready(struct qmp_conn *c, const struct lm_error *err, void *a
 	struct lm_error e;
 
 	qmp_conn_set_state_cb(c, NULL, NULL);
-	if (err == NULL && (v->claim = merge_vm_claim_start(c, &co, bvm_identified, v, &e)) != NULL)
+	if (err == NULL && (v->claim = merge_vm_claim_start(c, &co, bvm_id_claimed, v, &e)) != NULL)
 		return;
 	bvm_identified(NULL, err != NULL ? err : &e, v);
 }
@@ -348,6 +399,37 @@ static void bvm_identify(struct bvm *v)
 	qmp_conn_set_state_cb(v->id_conn, bvm_id_ready, v);
 	if (qmp_conn_start(v->id_conn, &e) < 0)
 		bvm_identified(NULL, &e, v);
+}
+
+/* Two entries whose VMs write one image (one process: QEMU's image locks):
+ * 1 if found (reported). */
+static int batch_same_images(struct merge_batch *b)
+{
+	json_object *seen = json_object_new_object(), *at;
+	char why[600];
+	size_t k;
+	int i;
+
+	for (i = 0; i < b->n; i++) {
+		for (k = 0; b->v[i].images != NULL && k < json_object_array_length(b->v[i].images);
+		     k++) {
+			const char *f = json_object_get_string(json_object_array_get_idx(b->v[i].images, k));
+
+			if (!json_object_object_get_ex(seen, f, &at)) {
+				json_object_object_add(seen, f, json_object_new_int(i));
+				continue;
+			}
+			if (json_object_get_int(at) == i)
+				continue;
+			snprintf(why, sizeof(why), "both write the image %s", f);
+			if (b->cb.duplicate != NULL)
+				b->cb.duplicate(json_object_get_int(at), i, why, b->arg);
+			json_object_put(seen);
+			return 1;
+		}
+	}
+	json_object_put(seen);
+	return 0;
 }
 
 /* Two entries that name one VM: the same journal name of their targets,
@@ -385,7 +467,7 @@ static void batch_let_go_ids(struct merge_batch *b)
 	int i;
 
 	for (i = 0; i < b->n; i++) {
-		if (b->v[i].identified && b->v[i].id_conn != NULL) {
+		if (b->v[i].identified && b->v[i].id_conn != NULL && !b->v[i].images_pending) {
 			merge_vm_claim_free(b->v[i].claim);
 			b->v[i].claim = NULL;
 			qmp_conn_free(b->v[i].id_conn);
@@ -415,7 +497,7 @@ static int batch_identify_step(struct merge_batch *b)
 		return 1;
 	}
 	b->identifying_all = 0;
-	if (batch_duplicates(b, 1)) {
+	if (batch_duplicates(b, 1) || batch_same_images(b)) {
 		batch_let_go_ids(b);
 		b->finished = 1;
 		if (b->cb.done != NULL)
@@ -492,6 +574,7 @@ void merge_batch_free(struct merge_batch *b)
 	if (b == NULL)
 		return;
 	ev_idle_stop(b->loop, &b->kick);
+	b->freeing = 1;
 	for (i = 0; i < b->n; i++)
 		bvm_release(&b->v[i]);
 	free(b->v);

@@ -84,6 +84,13 @@ struct xl_cmd xl_vm_name(void);
 const char *xl_vm_uuid_of(json_object *ret);
 const char *xl_vm_name_of(json_object *ret);
 
+/* Every node of the VM, flat; xl_node_written_file: the image file or
+ * device a node of that answer opened read-write (a file or host_device
+ * node), or NULL. QEMU's image locks let one process at a time write an
+ * image: two monitors whose VMs write one image reach one process. */
+struct xl_cmd xl_nodes(void);
+const char *xl_node_written_file(json_object *node);
+
 /* Drop a node the monitor added (-blockdev) once nothing uses it. */
 struct xl_cmd xl_node_release(const char *node);
 
