@@ -33,11 +33,12 @@ const struct cmd_entry cmd_batch_entry = {
 		"            \"args\": [the verb's command-line arguments]}, ...]}\n"
 		"Unknown keys are refused; a malformed plan is refused whole before anything\n"
 		"runs (exit 2, with the JSON path of the first error). So is a plan that names\n"
-		"one VM twice (exit 2, both JSON paths): the same target, or two monitors of\n"
-		"one VM (every VM is asked who it is first, see 'Journal and recovery' in the\n"
-		"README). While a VM's verb runs its lock is held; a VM another livemerge is\n"
-		"changing fails at once (its result names the holder) and the others go on. --json prints one line\n"
-		"per job event and per VM result ({\"type\":\"vm\",\"vm\":i,...}) and a summary.\n"
+		"one VM twice (exit 2, both JSON paths): the same target, two monitors of one\n"
+		"VM (every VM is asked who it is first), or two entries whose VMs write one\n"
+		"image (README: One VM, one journal, one livemerge). While a VM's verb runs,\n"
+		"its lock is held; a VM another livemerge is changing fails at once (its result\n"
+		"names the holder) and the others go on. --json prints one line per job event\n"
+		"and per VM result ({\"type\":\"vm\",\"vm\":i,...}) and a summary.\n"
 		"Exit: 0 if every VM succeeded, 1 otherwise, 2 for a plan refused whole.\n",
 	.needs_conn = 0,
 	.exec = cmd_batch_exec,

@@ -4,9 +4,10 @@
  * Each VM gets its own monitor connection (and guest agent, for a quiesced
  * snapshot), its own journal and its own merge group; at most `parallel`
  * run at a time. Before anything runs, every VM is asked who it is
- * (merge/vmlock.h): a plan naming one VM twice (the same target, or two
- * monitors of one VM) is refused whole, through the duplicate callback,
- * before a VM is even connected to for the first kind. While a VM's verb
+ * (merge/vmlock.h) and which images it writes: a plan naming one VM twice
+ * (the same target; two monitors of one VM; two entries writing one image,
+ * which only one process can) is refused whole, through the duplicate
+ * callback, before a VM is even connected to for the first kind. While a VM's verb
  * runs the batch holds the VM's lock; a VM another livemerge holds fails
  * (MERGE_BAD_REQUEST, LM_ERR_BUSY) and the others go on. A VM's outcome never touches another's: a failure is
  * reported for that VM and the batch goes on. VMs reached over ssh on the
