@@ -181,6 +181,21 @@ static int unfinished(struct merge_journal *j)
 	return r;
 }
 
+/* The VM's journal reached through target is the file at path, with (or
+ * without) an unfinished operation. */
+static void expect_journal(struct fixture *fx, const struct merge_vm *vm, const char *target,
+			   const char *path, int want_unfinished)
+{
+	struct lm_error err = { 0 };
+	struct merge_journal *j = merge_vm_journal_open(fx->dir, vm, target, &err);
+
+	if (j == NULL)
+		fail_msg("merge_vm_journal_open through %s: %s", target, err.msg);
+	assert_string_equal(merge_journal_path(j), path);
+	assert_int_equal(unfinished(j), want_unfinished);
+	merge_journal_close(j);
+}
+
 /* An older journal named after the target: renamed to the VM's name, its
  * unfinished operation still there for recovery. */
 static void test_old_journal_taken_over(void **state)
@@ -199,18 +214,10 @@ static void test_old_journal_taken_over(void **state)
 	snprintf(new_path, sizeof(new_path), "%s/%s.journal", fx->dir, vm->key);
 	assert_int_equal(access(old_path, F_OK), 0);
 
-	j = merge_vm_journal_open(fx->dir, vm, "unix:/run/a.sock", &err);
-	assert_non_null(j);
-	assert_string_equal(merge_journal_path(j), new_path);
-	assert_int_equal(unfinished(j), 1);
-	merge_journal_close(j);
+	expect_journal(fx, vm, "unix:/run/a.sock", new_path, 1);
 	assert_int_equal(access(old_path, F_OK), -1);
 	/* through another monitor of the VM: the same journal */
-	j = merge_vm_journal_open(fx->dir, vm, "unix:/run/second.sock", &err);
-	assert_non_null(j);
-	assert_string_equal(merge_journal_path(j), new_path);
-	assert_int_equal(unfinished(j), 1);
-	merge_journal_close(j);
+	expect_journal(fx, vm, "unix:/run/second.sock", new_path, 1);
 	merge_vm_free(vm);
 }
 
@@ -235,17 +242,12 @@ static void test_old_journal_unfinished_first(void **state)
 	begin_op(j);
 	merge_journal_close(j);
 
-	j = merge_vm_journal_open(fx->dir, vm, "unix:/run/b.sock", &err);
+	expect_journal(fx, vm, "unix:/run/b.sock", old_path, 1);
+	j = merge_journal_open(fx->dir, "/run/b.sock", &err);
 	assert_non_null(j);
-	assert_string_equal(merge_journal_path(j), old_path);
-	assert_int_equal(unfinished(j), 1);
 	assert_int_equal(merge_journal_step(j, "end", NULL, &err), 0); /* recovered */
 	merge_journal_close(j);
-	j = merge_vm_journal_open(fx->dir, vm, "unix:/run/b.sock", &err);
-	assert_non_null(j);
-	assert_string_equal(merge_journal_path(j), new_path);
-	assert_int_equal(unfinished(j), 0);
-	merge_journal_close(j);
+	expect_journal(fx, vm, "unix:/run/b.sock", new_path, 0);
 	merge_vm_free(vm);
 }
 
