@@ -19,7 +19,8 @@ int cli_exit_code(const struct lm_error *err)
 	case LM_ERR_QMP:
 	case LM_ERR_FAILED:
 	case LM_ERR_STATE: return EXIT_FAILED;
-	case LM_ERR_USAGE: return EXIT_USAGE;
+	case LM_ERR_USAGE:
+	case LM_ERR_BUSY: return EXIT_USAGE;
 	default: return EXIT_CONNECT;
 	}
 }
@@ -196,7 +197,7 @@ void cli_verb_usage(FILE *f, const struct cmd_entry *cmd)
 }
 
 enum { OPT_JSON = 1000, OPT_TIMEOUT, OPT_DRYRUN, OPT_DEBUG, OPT_HELP, OPT_JOURNAL,
-       OPT_KNOWN_HOSTS, OPT_ACCEPT_NEW, OPT_SSH_TIMEOUT };
+       OPT_KNOWN_HOSTS, OPT_ACCEPT_NEW, OPT_SSH_TIMEOUT, OPT_WAIT_LOCK };
 
 static const struct option common_opts[] = {
 	{ "connect", required_argument, NULL, 'c' },
@@ -210,6 +211,7 @@ static const struct option common_opts[] = {
 	{ "known-hosts", required_argument, NULL, OPT_KNOWN_HOSTS },
 	{ "accept-new-host-key", no_argument, NULL, OPT_ACCEPT_NEW },
 	{ "ssh-timeout", required_argument, NULL, OPT_SSH_TIMEOUT },
+	{ "wait-lock", required_argument, NULL, OPT_WAIT_LOCK },
 };
 
 int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, char **argv,
@@ -257,6 +259,12 @@ int cli_parse_verb(struct cli_ctx *ctx, const struct cmd_entry *cmd, int argc, c
 			if (*end != '\0' || ctx->ssh_timeout <= 0)
 				return cli_error(EXIT_USAGE, "--ssh-timeout: '%s' is not a positive number",
 						 optarg);
+			break;
+		case OPT_WAIT_LOCK:
+			ctx->wait_lock = strtod(optarg, &end);
+			if (*end != '\0' || !(ctx->wait_lock >= 0) || ctx->wait_lock > 1e9)
+				return cli_error(EXIT_USAGE, "--wait-lock: '%s' is not a number of "
+							     "seconds", optarg);
 			break;
 		case OPT_TIMEOUT:
 			ctx->timeout = strtod(optarg, &end);

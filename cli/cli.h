@@ -45,6 +45,8 @@ struct cli_ctx {
 	int accept_new_hostkey;  /* --accept-new-host-key */
 	double ssh_timeout;      /* --ssh-timeout, 0: the transport's default */
 	struct host *host;       /* the VM's host (cli_host), made when first needed */
+	double wait_lock;        /* --wait-lock: s to wait for a VM another livemerge holds */
+	struct merge_vm *vm;     /* the VM, while this process holds its lock (cli_journal_open) */
 	const char *volume_cmd;  /* --volume-cmd of the verb (recovery uses it too) */
 	double volume_timeout;
 };
@@ -61,7 +63,7 @@ struct cmd_entry {
 
 extern const struct cmd_entry *const cmd_table[];
 
-/* Map an error to its exit code: QMP/FAILED 1, USAGE 2, the rest 3. */
+/* Map an error to its exit code: QMP/FAILED/STATE 1, USAGE/BUSY 2, the rest 3. */
 int cli_exit_code(const struct lm_error *err);
 
 /* Put before every error message while set (e.g. the plan path in batch). */
@@ -95,10 +97,13 @@ int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_o
 		struct lm_error *err);
 
 struct merge_journal;
+struct merge_vm;
 
-/* Open the journal of ctx->target; NULL (message printed, *code set) on
- * failure. */
-struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code);
+/* Ask the connected VM who it is, take its lock for verb (held in ctx->vm
+ * until the process ends; waiting up to ctx->wait_lock s for another
+ * livemerge to let it go) and open its journal. NULL (message printed,
+ * *code set: 2 when the VM is busy) on failure. */
+struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, int *code);
 
 /* If the journal shows an unfinished operation, reconcile it now. Returns
  * EXIT_OK when the VM is consistent (recovered or nothing to do), else the

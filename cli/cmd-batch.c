@@ -32,9 +32,14 @@ const struct cmd_entry cmd_batch_entry = {
 		"            \"verb\": \"snapshot\"|\"commit\"|\"stream\",\n"
 		"            \"args\": [the verb's command-line arguments]}, ...]}\n"
 		"Unknown keys are refused; a malformed plan is refused whole before anything\n"
-		"runs (exit 2, with the JSON path of the first error). --json prints one line\n"
-		"per job event and per VM result ({\"type\":\"vm\",\"vm\":i,...}) and a summary.\n"
-		"Exit: 0 if every VM succeeded, 1 otherwise.\n",
+		"runs (exit 2, with the JSON path of the first error). So is a plan that names\n"
+		"one VM twice (exit 2, both JSON paths): the same target, two monitors of one\n"
+		"VM (every VM is asked who it is first), or two entries whose VMs write one\n"
+		"image (README: One VM, one journal, one livemerge). While a VM's verb runs,\n"
+		"its lock is held; a VM another livemerge is changing fails at once (its result\n"
+		"names the holder) and the others go on. --json prints one line per job event\n"
+		"and per VM result ({\"type\":\"vm\",\"vm\":i,...}) and a summary.\n"
+		"Exit: 0 if every VM succeeded, 1 otherwise, 2 for a plan refused whole.\n",
 	.needs_conn = 0,
 	.exec = cmd_batch_exec,
 };
@@ -57,6 +62,7 @@ struct batch_run {
 	struct cli_ctx *ctx;
 	struct batch_plan *p;
 	int done, ok, failed;
+	int duplicate; /* the plan names one VM twice: refused */
 	double t0;
 };
 
@@ -363,6 +369,18 @@ static void batch_vm_done(int vm, const struct merge_result *r, double secs, voi
 	fflush(stdout);
 }
 
+static void batch_duplicate(int first, int second, const char *why, void *arg)
+{
+	struct batch_run *br = arg;
+	char a[32], b[32];
+
+	br->duplicate = 1;
+	snprintf(a, sizeof(a), "$.vms[%d]", first);
+	snprintf(b, sizeof(b), "$.vms[%d]", second);
+	cli_error(EXIT_USAGE, "batch: plan %s and %s name one VM (%s): nothing was run", a, b,
+		  why);
+}
+
 static void batch_done(int ok, int failed, void *arg)
 {
 	struct batch_run *br = arg;
@@ -397,6 +415,7 @@ static int cmd_batch_exec(struct cli_ctx *ctx, int argc, char **argv)
 		.vm_job = batch_vm_job,
 		.vm_command = batch_vm_command,
 		.vm_done = batch_vm_done,
+		.duplicate = batch_duplicate,
 		.done = batch_done,
 	};
 	struct batch_plan plan;
@@ -447,6 +466,10 @@ static int cmd_batch_exec(struct cli_ctx *ctx, int argc, char **argv)
 	while (!br.done)
 		ev_run(ctx->loop, EVRUN_ONCE);
 	merge_batch_free(b);
+	if (br.duplicate) {
+		batch_plan_free(&plan);
+		return EXIT_USAGE;
+	}
 	if (ctx->json) {
 		json_object *o = json_object_new_object();
 

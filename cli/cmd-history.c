@@ -3,6 +3,7 @@
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
@@ -21,8 +22,11 @@ const struct cmd_entry cmd_history_entry = {
 		"for recover, the verb it finished or rolled back) and each disk's chain,\n"
 		"active layer first: file, format, virtual size, what held it and its size.\n"
 		"With DISK (the name the disk had in the journal: device id, block-backend\n"
-		"name or qdev path), only that disk's chains. Reads the journal and its\n"
-		"history file only: the VM need not run, nothing is sent.\n"
+		"name or qdev path), only that disk's chains. The journal is the VM's, named\n"
+		"after its UUID or name: history asks the VM who it is (query-uuid,\n"
+		"query-name; nothing else is sent). When the VM cannot be reached (stopped),\n"
+		"the journal named after the monitor is read (a storage daemon's, or a VM's\n"
+		"without -uuid and -name); a VM with a UUID must be reachable.\n"
 		"--json: one line per state, {\"type\":\"state\",\"op\",\"time\",\"verb\",\"target\",\n"
 		"\"outcome\",\"disks\":[{\"disk\",\"device\",\"qdev\",\"node-name\",\"chain\":[{\n"
 		"\"node-name\",\"filename\",\"format\",\"virtual-size\",\"backing-filename\",\"type\",\n"
@@ -30,7 +34,8 @@ const struct cmd_entry cmd_history_entry = {
 		"{\"type\":\"result\",\"ok\",\"verb\":\"history\",\"outcome\",\"states\"}. Each layer's\n"
 		"backing file is the next layer: a state is enough to rebuild the chain by hand.\n"
 		"Exit: 0 ok (also when nothing was recorded), 2 no target or a DISK no state\n"
-		"names, 1 the journal cannot be read.\n",
+		"names, 1 the journal cannot be read, 3 the VM cannot be reached and no journal\n"
+		"is named after the monitor.\n",
 	.needs_conn = 0,
 	.exec = cmd_history_exec,
 };
@@ -133,6 +138,29 @@ static void cmd_history_print_text(json_object *st, json_object *disks)
 	}
 }
 
+/* The VM's journal: asked of the VM who it is (no lock: history changes
+ * nothing), else, when it cannot be reached, the one named after the
+ * monitor if there is one. NULL with *code (message printed). */
+static struct merge_journal *cmd_history_journal(struct cli_ctx *ctx, int *code)
+{
+	struct lm_error err, e2;
+	char dir[4096], stem[512], *path = NULL;
+	struct merge_journal *j = NULL;
+
+	if (cli_connect_ex(ctx, &err) == 0)
+		return cli_journal_open(ctx, NULL, code);
+	merge_journal_target_stem(ctx->target, stem, sizeof(stem));
+	if (merge_journal_dir(ctx->journal_dir, dir, sizeof(dir), &e2) == 0 &&
+	    asprintf(&path, "%s/%s.journal", dir, stem) > 0 && access(path, F_OK) == 0)
+		j = merge_journal_open_stem(ctx->journal_dir, stem, &e2);
+	free(path);
+	if (j == NULL)
+		*code = cli_error(cli_exit_code(&err), "history: %s (the VM's journal is named after "
+						       "its identity, which only the VM tells)",
+				  err.msg);
+	return j;
+}
+
 static int cmd_history_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
 	struct merge_journal *j;
@@ -147,7 +175,7 @@ static int cmd_history_exec(struct cli_ctx *ctx, int argc, char **argv)
 	if (ctx->target == NULL)
 		return cli_error(EXIT_USAGE, "history: no monitor given: use -c TARGET (the VM's "
 					     "journal is named after it) or set LIVEMERGE_CONNECT");
-	j = cli_journal_open(ctx, &r);
+	j = cmd_history_journal(ctx, &r);
 	if (j == NULL)
 		return r;
 	if (merge_journal_history(j, &states, &err) < 0) {

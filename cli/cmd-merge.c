@@ -52,6 +52,9 @@ const struct cmd_entry cmd_commit_entry = {
 		"If it is smaller, CMD extend runs before any job starts; without\n"
 		"--volume-cmd the commit is refused (exit 2) with the bytes needed. With\n"
 		"--delete, a layer that is a block device is removed by CMD remove.\n"
+		"While it runs it holds the VM's lock: another livemerge acting on the VM,\n"
+		"through any monitor, refuses at once (exit 2, naming this one's pid and verb)\n"
+		"or, with --wait-lock SECS, waits for it.\n"
 		"Example: livemerge -c unix:/run/vm1/qmp.sock commit vda vdb --delete\n",
 	.needs_conn = 1,
 	.exec = cmd_merge_exec,
@@ -67,7 +70,10 @@ const struct cmd_entry cmd_stream_entry = {
 		"  --base LAYER    node name or file name as 'chain' shows it\n"
 		"  --speed BYTES   bytes per second per job (suffixes K, M, G)\n"
 		"  --delete        delete the images that left the chains (as for commit)\n"
-		"  --wait-for-space SECS  as for commit\n",
+		"  --wait-for-space SECS  as for commit\n"
+		"While it runs it holds the VM's lock: another livemerge acting on the VM,\n"
+		"through any monitor, refuses at once (exit 2, naming this one's pid and verb)\n"
+		"or, with --wait-lock SECS, waits for it.\n",
 	.needs_conn = 1,
 	.exec = cmd_merge_exec,
 };

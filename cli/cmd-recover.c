@@ -7,6 +7,7 @@
 
 #include "../merge/journal.h"
 #include "../merge/recover.h"
+#include "../merge/vmlock.h"
 #include "cli.h"
 
 static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv);
@@ -28,17 +29,67 @@ const struct cmd_entry cmd_recover_entry = {
 		"created removed with `CMD remove PATH` (--volume-cmd; without it the volume\n"
 		"is left and named). A volume that is in a chain is never removed; one that\n"
 		"was grown stays grown.\n"
-		"Exit: 0 consistent (recovered or nothing to do), 3 cannot connect, 4 a chain\n"
-		"is neither as before nor as expected (the message names it).\n",
+		"The journal is the VM's, named after its UUID or name, so an operation begun\n"
+		"through one monitor is found through any other (README: One VM, one journal,\n"
+		"one livemerge).\n"
+		"While it runs it holds the VM's lock: another livemerge acting on the VM,\n"
+		"through any monitor, refuses at once (exit 2, naming this one's pid and verb)\n"
+		"or, with --wait-lock SECS, waits for it.\n"
+		"Exit: 0 consistent (recovered or nothing to do), 2 the VM is busy with another\n"
+		"livemerge, 3 cannot connect, 4 a chain is neither as before nor as expected\n"
+		"(the message names it).\n",
 	.needs_conn = 1,
 	.exec = cmd_recover_exec,
 };
 
-struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code)
-{
+struct cli_claim {
+	struct cli_ctx *ctx;
+	int done;
+	struct merge_vm *vm;
 	struct lm_error err;
-	struct merge_journal *j = merge_journal_open(ctx->journal_dir, ctx->target, &err);
+};
 
+static void cli_claim_msg(const char *line, void *arg);
+
+static void cli_claim_cb(struct merge_vm *vm, const struct lm_error *err, void *arg)
+{
+	struct cli_claim *w = arg;
+
+	w->done = 1;
+	w->vm = vm;
+	if (err != NULL)
+		w->err = *err;
+}
+
+struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, int *code)
+{
+	struct cli_claim w = { .ctx = ctx };
+	struct merge_vm_claim_opts o = {
+		.dir = ctx->journal_dir,
+		.target = ctx->target,
+		.verb = verb,
+		.wait_lock = ctx->wait_lock,
+		.message = cli_claim_msg,
+	};
+	struct merge_vm_claim *cl;
+	struct merge_journal *j;
+	struct lm_error err;
+
+	if (ctx->vm == NULL) {
+		cl = merge_vm_claim_start(ctx->conn, &o, cli_claim_cb, &w, &w.err);
+		while (cl != NULL && !w.done)
+			ev_run(ctx->loop, EVRUN_ONCE);
+		merge_vm_claim_free(cl);
+		if (w.vm == NULL) {
+			*code = cli_error(cli_exit_code(&w.err), "%s (nothing was sent%s)", w.err.msg,
+					  w.err.code == LM_ERR_BUSY && ctx->wait_lock <= 0
+						  ? "; --wait-lock SECS waits for it"
+						  : "");
+			return NULL;
+		}
+		ctx->vm = w.vm;
+	}
+	j = merge_vm_journal_open(ctx->journal_dir, ctx->vm, ctx->target, &err);
 	if (j == NULL)
 		*code = cli_error(EXIT_FAILED, "%s (nothing was sent)", err.msg);
 	return j;
@@ -65,6 +116,13 @@ static void cli_recover_msg(const char *line, void *arg)
 		return;
 	}
 	cli_line(stderr, "%s", line);
+}
+
+static void cli_claim_msg(const char *line, void *arg)
+{
+	struct cli_recover_ui ui = { .ctx = ((struct cli_claim *)arg)->ctx };
+
+	cli_recover_msg(line, &ui);
 }
 
 static void cli_recover_left(const char *disk, const char *file, const char *why, void *arg)
@@ -170,7 +228,7 @@ static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv)
 	}
 	if ((r = cli_connect(ctx)) != EXIT_OK)
 		return r;
-	j = cli_journal_open(ctx, &r);
+	j = cli_journal_open(ctx, "recover", &r);
 	if (j == NULL)
 		return r;
 	left = json_object_new_array();

@@ -41,6 +41,9 @@ const struct cmd_entry cmd_snapshot_entry = {
 		"On failure the overlay files this run created are removed, every device it\n"
 		"formatted is wiped back to zeros where QEMU wrote, and the chains are as\n"
 		"before (exit 1).\n"
+		"While it runs it holds the VM's lock: another livemerge acting on the VM,\n"
+		"through any monitor, refuses at once (exit 2, naming this one's pid and verb)\n"
+		"or, with --wait-lock SECS, waits for it.\n"
 		"Example: livemerge -c unix:/run/vm1/qmp.sock snapshot vda=/images/vda.s1.qcow2 \\\n"
 		"             vdb=/images/vdb.s1.qcow2\n",
 	.needs_conn = 1,

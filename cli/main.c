@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../merge/journal.h"
+#include "../merge/vmlock.h"
 #include "cli.h"
 
 #ifndef LM_VERSION
@@ -33,6 +34,8 @@ static void main_usage(FILE *f)
 	      "  --debug               print every QMP message to stderr\n"
 	      "  --journal DIR         where the per-VM journals live (default:\n"
 	      "                        $XDG_STATE_HOME/livemerge or ~/.local/state/livemerge)\n"
+	      "  --wait-lock SECS      a VM another livemerge is changing: wait up to SECS\n"
+	      "                        for it to finish instead of refusing at once (exit 2)\n"
 	      "  -i, --identity FILE   ssh: a private key to try after ssh-agent (repeatable)\n"
 	      "  --known-hosts FILE    ssh: host keys (default ~/.ssh/known_hosts)\n"
 	      "  --accept-new-host-key ssh: add an unknown host's key (a changed one: never)\n"
@@ -41,7 +44,8 @@ static void main_usage(FILE *f)
 	      "\nExit codes:\n"
 	      "  0 success\n"
 	      "  1 the operation failed (QEMU refused or a job failed); nothing changed\n"
-	      "  2 usage or bad input (unknown disk, bad JSON argument); nothing sent\n"
+	      "  2 usage or bad input (unknown disk, bad JSON argument), or the VM is busy\n"
+	      "    with another livemerge (the message names its pid and verb); nothing sent\n"
 	      "  3 cannot connect, transport or protocol failure\n"
 	      "  4 interrupted with state possibly changed (the message says what to run)\n",
 	      f);
@@ -113,7 +117,7 @@ int main(int argc, char **argv)
 		if (strcmp(a, "-c") == 0 || strcmp(a, "--connect") == 0 || strcmp(a, "--timeout") == 0 ||
 		    strcmp(a, "--journal") == 0 || strcmp(a, "-i") == 0 ||
 		    strcmp(a, "--identity") == 0 || strcmp(a, "--known-hosts") == 0 ||
-		    strcmp(a, "--ssh-timeout") == 0) {
+		    strcmp(a, "--ssh-timeout") == 0 || strcmp(a, "--wait-lock") == 0) {
 			if (++i == argc)
 				return cli_error(EXIT_USAGE, "option %s needs an argument", a);
 			continue;
@@ -121,7 +125,7 @@ int main(int argc, char **argv)
 		if (strncmp(a, "--connect=", 10) == 0 || strncmp(a, "--timeout=", 10) == 0 ||
 		    strncmp(a, "--journal=", 10) == 0 || strncmp(a, "--identity=", 11) == 0 ||
 		    strncmp(a, "--known-hosts=", 14) == 0 || strncmp(a, "--ssh-timeout=", 14) == 0 ||
-		    strcmp(a, "--accept-new-host-key") == 0 || (a[1] == 'i' && a[2] != '\0') ||
+		    strncmp(a, "--wait-lock=", 12) == 0 || strcmp(a, "--accept-new-host-key") == 0 || (a[1] == 'i' && a[2] != '\0') ||
 		    (a[1] == 'c' && a[2] != '\0') || strcmp(a, "--json") == 0 ||
 		    strcmp(a, "--dry-run") == 0 || strcmp(a, "--debug") == 0)
 			continue;
@@ -155,6 +159,7 @@ int main(int argc, char **argv)
 		r = cmd->exec(&ctx, vargc, vargv);
 		host_free(ctx.host);
 		qmp_conn_free(ctx.conn);
+		merge_vm_free(ctx.vm); /* its lock */
 		free(vargv);
 		fflush(stdout);
 		return r;

@@ -320,7 +320,7 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 	if (code != EXIT_OK)
 		goto out;
 	if (!ctx->dry_run) {
-		journal = cli_journal_open(ctx, &code);
+		journal = cli_journal_open(ctx, merge_verb_name(req->verb), &code);
 		if (journal == NULL)
 			goto out;
 		/* an earlier operation on this VM that did not finish comes first */

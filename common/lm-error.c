@@ -61,6 +61,7 @@ const char *lm_error_code_name(enum lm_err_code code)
 	case LM_ERR_NOMEM: return "nomem";
 	case LM_ERR_FAILED: return "failed";
 	case LM_ERR_UNSUPPORTED: return "unsupported";
+	case LM_ERR_BUSY: return "busy";
 	}
 	return "unknown";
 }

@@ -25,6 +25,7 @@ enum lm_err_code {
 	LM_ERR_NOMEM,   /* out of memory */
 	LM_ERR_FAILED,  /* an operation failed and was rolled back */
 	LM_ERR_UNSUPPORTED, /* the host offers no means for it (no SFTP, no exec) */
+	LM_ERR_BUSY,    /* another livemerge acts on the VM (merge/vmlock.h) */
 };
 
 struct lm_error {

@@ -3,7 +3,13 @@
  *
  * Each VM gets its own monitor connection (and guest agent, for a quiesced
  * snapshot), its own journal and its own merge group; at most `parallel`
- * run at a time. A VM's outcome never touches another's: a failure is
+ * run at a time. Before anything runs, every VM is asked who it is
+ * (merge/vmlock.h) and which images it writes: a plan naming one VM twice
+ * (the same target; two monitors of one VM; two entries writing one image,
+ * which only one process can) is refused whole, through the duplicate
+ * callback, before a VM is even connected to for the first kind. While a VM's verb
+ * runs the batch holds the VM's lock; a VM another livemerge holds fails
+ * (MERGE_BAD_REQUEST, LM_ERR_BUSY) and the others go on. A VM's outcome never touches another's: a failure is
  * reported for that VM and the batch goes on. VMs reached over ssh on the
  * same host share one SSH session (the transport does that).
  *
@@ -39,6 +45,9 @@ struct merge_batch_callbacks {
 	void (*vm_command)(int vm, const char *name, json_object *args, void *arg);
 	/* a VM ended; r->json is its result object; seconds from its start */
 	void (*vm_done)(int vm, const struct merge_result *r, double seconds, void *arg);
+	/* entries first and second (first < second) name one VM (why says how):
+	 * nothing ran, and done(0, 0) follows. Called at most once. */
+	void (*duplicate)(int first, int second, const char *why, void *arg);
 	/* every VM ended */
 	void (*done)(int ok, int failed, void *arg);
 };

@@ -243,42 +243,70 @@ static int64_t journal_history_last_op(const struct merge_journal *j)
 	return op;
 }
 
-struct merge_journal *merge_journal_open(const char *dir, const char *target,
-					 struct lm_error *err)
+int merge_journal_dir(const char *dir, char *out, size_t size, struct lm_error *err)
 {
-	struct merge_journal *j;
-	char base[4096], name[512];
-	size_t i, k = 0;
-	json_object *last = NULL;
-	int finished;
+	int n;
 
-	if (dir != NULL) {
-		snprintf(base, sizeof(base), "%s", dir);
-	} else if (getenv("XDG_STATE_HOME") && *getenv("XDG_STATE_HOME")) {
-		snprintf(base, sizeof(base), "%s/livemerge", getenv("XDG_STATE_HOME"));
-	} else if (getenv("HOME") && *getenv("HOME")) {
-		snprintf(base, sizeof(base), "%s/.local/state/livemerge", getenv("HOME"));
-	} else {
-		lm_error_set(err, LM_ERR_USAGE, "no journal directory: set HOME or use --journal DIR");
-		return NULL;
-	}
-	if (journal_mkdirs(base, err) < 0)
-		return NULL;
-	/* the file is named after the target, readable: unix:/run/vm1/qmp.sock
-	 * and /run/vm1/qmp.sock (the same monitor) -> _run_vm1_qmp.sock.journal */
+	if (dir != NULL)
+		n = snprintf(out, size, "%s", dir);
+	else if (getenv("XDG_STATE_HOME") && *getenv("XDG_STATE_HOME"))
+		n = snprintf(out, size, "%s/livemerge", getenv("XDG_STATE_HOME"));
+	else if (getenv("HOME") && *getenv("HOME"))
+		n = snprintf(out, size, "%s/.local/state/livemerge", getenv("HOME"));
+	else
+		return lm_error_set(err, LM_ERR_USAGE, "no journal directory: set HOME or use "
+						       "--journal DIR");
+	if (n < 0 || (size_t)n >= size)
+		return lm_error_set(err, LM_ERR_USAGE, "journal directory name too long");
+	return journal_mkdirs(out, err);
+}
+
+void merge_journal_target_stem(const char *target, char *out, size_t size)
+{
+	size_t i, k = 0;
+
+	/* readable: unix:/run/vm1/qmp.sock and /run/vm1/qmp.sock (the same
+	 * monitor) -> _run_vm1_qmp.sock */
 	if (strncmp(target, "unix:", 5) == 0)
 		target += 5;
-	for (i = 0; target[i] && k < sizeof(name) - 16; i++) {
+	for (i = 0; target[i] && k + 1 < size && k < 496; i++) {
 		char c = target[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '.' || c == '-' || c == '@'))
 			c = '_';
-		if (c == '_' && k > 0 && name[k - 1] == '_')
+		if (c == '_' && k > 0 && out[k - 1] == '_')
 			continue;
-		name[k++] = c;
+		out[k++] = c;
 	}
-	name[k] = '\0';
+	if (size > 0)
+		out[k] = '\0';
+}
+
+struct merge_journal *merge_journal_open(const char *dir, const char *target,
+					 struct lm_error *err)
+{
+	char stem[512];
+
+	merge_journal_target_stem(target, stem, sizeof(stem));
+	return merge_journal_open_stem(dir, stem, err);
+}
+
+struct merge_journal *merge_journal_open_stem(const char *dir, const char *name,
+					      struct lm_error *err)
+{
+	struct merge_journal *j;
+	char base[4096];
+	json_object *last = NULL;
+	int finished;
+
+	if (*name == '\0' || strchr(name, '/') != NULL || strcmp(name, ".") == 0 ||
+	    strcmp(name, "..") == 0) {
+		lm_error_set(err, LM_ERR_USAGE, "journal name '%s' is not a file name", name);
+		return NULL;
+	}
+	if (merge_journal_dir(dir, base, sizeof(base), err) < 0)
+		return NULL;
 	j = calloc(1, sizeof(*j));
 	if (j == NULL || asprintf(&j->path, "%s/%s.journal", base, name) < 0) {
 		free(j);

@@ -44,6 +44,22 @@ struct merge_journal;
 struct merge_journal *merge_journal_open(const char *dir, const char *target,
 					 struct lm_error *err);
 
+/*
+ * The same for a journal whose file name is name.journal (a file name, no
+ * '/'): merge/vmlock.h names a VM's journal by the VM's identity.
+ * merge_journal_open(dir, target) is this with merge_journal_target_stem.
+ */
+struct merge_journal *merge_journal_open_stem(const char *dir, const char *name,
+					      struct lm_error *err);
+
+/* The name a journal keyed by its monitor target has (before .journal):
+ * unix:/run/vm1/qmp.sock -> _run_vm1_qmp.sock. Written into out (size). */
+void merge_journal_target_stem(const char *target, char *out, size_t size);
+
+/* The journal directory: dir, or NULL for the default (see
+ * merge_journal_open); created 0700 if missing. Written into out. 0 or -1. */
+int merge_journal_dir(const char *dir, char *out, size_t size, struct lm_error *err);
+
 void merge_journal_close(struct merge_journal *j);
 
 const char *merge_journal_path(const struct merge_journal *j);

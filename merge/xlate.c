@@ -128,6 +128,49 @@ struct xl_cmd xl_guest_freeze_status(void)
 	return c;
 }
 
+struct xl_cmd xl_vm_uuid(void)
+{
+	struct xl_cmd c = { "query-uuid", NULL, "query" };
+
+	return c;
+}
+
+struct xl_cmd xl_vm_name(void)
+{
+	struct xl_cmd c = { "query-name", NULL, "query" };
+
+	return c;
+}
+
+const char *xl_vm_uuid_of(json_object *ret)
+{
+	return json_object_is_type(ret, json_type_object) ? xl_str(ret, "UUID") : NULL;
+}
+
+const char *xl_vm_name_of(json_object *ret)
+{
+	return json_object_is_type(ret, json_type_object) ? xl_str(ret, "name") : NULL;
+}
+
+struct xl_cmd xl_nodes(void)
+{
+	struct xl_cmd c = { "query-named-block-nodes", json_object_new_object(), "query" };
+
+	json_object_object_add(c.args, "flat", json_object_new_boolean(1));
+	return c;
+}
+
+const char *xl_node_written_file(json_object *node)
+{
+	const char *drv = xl_str(node, "drv");
+	json_object *ro;
+
+	if (drv == NULL || (strcmp(drv, "file") != 0 && strcmp(drv, "host_device") != 0) ||
+	    !json_object_object_get_ex(node, "ro", &ro) || json_object_get_boolean(ro))
+		return NULL;
+	return xl_str(node, "file");
+}
+
 struct xl_cmd xl_node_release(const char *node)
 {
 	struct xl_cmd c = { "blockdev-del", json_object_new_object(), "release" };

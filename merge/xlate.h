@@ -76,6 +76,21 @@ struct xl_cmd xl_commit(const char *job_id, const char *root_node, const char *t
 struct xl_cmd xl_stream(const char *job_id, const char *root_node, const char *base_node,
 			int64_t speed);
 
+/* Who the VM is: its UUID (xl_vm_uuid_of: the string, NULL if the answer
+ * has none) and its name (xl_vm_name_of: NULL when the VM has none). The
+ * storage daemon knows neither command (CommandNotFound). */
+struct xl_cmd xl_vm_uuid(void);
+struct xl_cmd xl_vm_name(void);
+const char *xl_vm_uuid_of(json_object *ret);
+const char *xl_vm_name_of(json_object *ret);
+
+/* Every node of the VM, flat; xl_node_written_file: the image file or
+ * device a node of that answer opened read-write (a file or host_device
+ * node), or NULL. QEMU's image locks let one process at a time write an
+ * image: two monitors whose VMs write one image reach one process. */
+struct xl_cmd xl_nodes(void);
+const char *xl_node_written_file(json_object *node);
+
 /* Drop a node the monitor added (-blockdev) once nothing uses it. */
 struct xl_cmd xl_node_release(const char *node);
 

@@ -763,6 +763,12 @@ void fq_handshake(struct fq *fq)
 	fq_command(fq, "qmp_capabilities", NULL, "{}");
 }
 
+void fq_no_identity(struct fq *fq)
+{
+	fq_expect(fq, "query-uuid", NULL);
+	fq_reply_error(fq, "CommandNotFound", "The command query-uuid has not been found");
+}
+
 void fq_event_ts(struct fq *fq, const char *name, const char *data_json, long long sec,
 		 long long usec)
 {

@@ -108,6 +108,12 @@ void fq_greeting_version(struct fq *fq, int major, int minor, int micro);
 /* fq_greeting() + fq_expect("qmp_capabilities", NULL) + fq_reply_return("{}"). */
 void fq_handshake(struct fq *fq);
 
+/* The answer of a monitor that does not say which VM it is (as the storage
+ * daemon's): query-uuid is CommandNotFound, so the VM's journal and lock
+ * are named after the target (merge/vmlock.h). Verbs that change state ask
+ * it right after the handshake. */
+void fq_no_identity(struct fq *fq);
+
 /*
  * Send {"event": name, "data": data_json, "timestamp": {...}}; data_json NULL
  * leaves "data" out. The timestamp is deterministic: seconds 1700000000+n,

@@ -259,6 +259,15 @@ static void s_start(struct fq *fq, int usage)
 	s_chain(fq, usage);
 }
 
+/* The start of a verb that changes state: it asks which VM this is first. */
+static void s_start_verb(struct fq *fq)
+{
+	fq_handshake(fq);
+	fq_no_identity(fq);
+	fq_command(fq, "query-jobs", NULL, "[]");
+	s_chain(fq, 0);
+}
+
 static void script_chain(struct fq *fq, void *arg)
 {
 	(void)arg;
@@ -325,7 +334,7 @@ static void fq_make_file(struct fq *fq, void *arg)
  * reads the chains again to confirm nothing changed. */
 static void script_snapshot_refused(struct fq *fq, void *arg)
 {
-	s_start(fq, 0);
+	s_start_verb(fq);
 	fq_expect(fq, "transaction", NULL);
 	fq_call(fq, fq_make_file, arg);
 	fq_reply_error(fq, "GenericError", "Could not create '" OSC "': Permission denied\n\033[2J");
@@ -352,7 +361,7 @@ static void script_commit_fails(struct fq *fq, void *arg)
 	json_object_array_add(j, o);
 	snprintf(jobs, sizeof(jobs), "%s", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
 	json_object_put(j);
-	s_start(fq, 0);
+	s_start_verb(fq);
 	fq_expect(fq, "block-commit", NULL);
 	fq_job_status(fq, cjob, "created");
 	fq_job_status(fq, cjob, "running");

@@ -322,6 +322,7 @@ static const char concluded[] =
 static void s_commit_to_finalized(struct fq *fq, struct fixture *fx, int rebase)
 {
 	fq_handshake(fq);
+	fq_no_identity(fq);
 	fq_command(fq, "query-jobs", NULL, "[]");
 	s_chain(fq, fx, fx->mid);
 	fq_expect(fq, "block-commit",
@@ -388,6 +389,7 @@ static void script_recover(struct fq *fq, void *arg)
 	struct fixture *fx = arg;
 
 	fq_handshake(fq);
+	fq_no_identity(fq);
 	fq_command(fq, "query-jobs", NULL, concluded); /* any job pending? */
 	fq_command(fq, "query-jobs", NULL, concluded); /* finalize or cancel what runs */
 	fq_command(fq, "query-jobs", NULL, concluded); /* until every job of ours ended */
@@ -527,7 +529,7 @@ static void test_commit_result_not_on_disk_left(void **state)
 	assert_left_json(fx, fx->mid, why);
 }
 
-/* The journal's file (the only one in DIR/j). */
+/* The journal's file (the only one in DIR/j; its lock is beside it). */
 static void journal_file(struct fixture *fx, char *path, size_t len)
 {
 	DIR *d = opendir(fx->run.journal);
@@ -536,7 +538,9 @@ static void journal_file(struct fixture *fx, char *path, size_t len)
 
 	assert_non_null(d);
 	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
+		size_t k = strlen(e->d_name);
+
+		if (e->d_name[0] == '.' || k < 8 || strcmp(e->d_name + k - 8, ".journal") != 0)
 			continue;
 		snprintf(path, len, "%s/%s", fx->run.journal, e->d_name);
 		n++;
