@@ -410,7 +410,6 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 	struct merge_check_input in = { 0 };
 	struct merge_check_file *files = NULL;
 	struct chain_wait w = { 0 };
-	struct merge_journal *j;
 	json_object *expect = NULL, *jobs = NULL, *entries = NULL, *findings;
 	struct lm_error err;
 	int first, r, i, nlayers = 0, ndisks = 0, finished = 1;
@@ -463,14 +462,11 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 	r = cmd_check_gather(ctx, &run, w.ch, argv + first, argc - first, &o, &nlayers);
 	if (r != EXIT_OK)
 		goto out;
-	if ((j = cli_journal_open(ctx, &r)) == NULL)
-		goto out;
-	if (merge_journal_last(j, &entries, &finished, &err) < 0) {
-		merge_journal_close(j);
-		r = cli_error(EXIT_CONNECT, "check: %s", err.msg);
+	if (merge_journal_read_last(ctx->journal_dir, ctx->target, &entries, &finished, &err) < 0) {
+		r = cli_error(err.code == LM_ERR_USAGE ? EXIT_USAGE : EXIT_CONNECT, "check: %s",
+			      err.msg);
 		goto out;
 	}
-	merge_journal_close(j);
 
 	if ((files = calloc((size_t)run.nlooks + 1, sizeof(*files))) == NULL)
 		abort();

@@ -81,32 +81,28 @@ static int journal_mkdirs(char *path, struct lm_error *err)
 	return journal_mkdir(path, err);
 }
 
-struct merge_journal *merge_journal_open(const char *dir, const char *target,
-					 struct lm_error *err)
+/* Where the journal of the VM at target lives: its directory into base,
+ * its file name (no directory) into name. 0, or -1 with err (USAGE). */
+static int journal_locate(const char *dir, const char *target, char *base, size_t baselen,
+			  char *name, size_t namelen, struct lm_error *err)
 {
-	struct merge_journal *j;
-	char base[4096], name[512];
 	size_t i, k = 0;
-	json_object *last = NULL;
-	int finished;
 
 	if (dir != NULL) {
-		snprintf(base, sizeof(base), "%s", dir);
+		snprintf(base, baselen, "%s", dir);
 	} else if (getenv("XDG_STATE_HOME") && *getenv("XDG_STATE_HOME")) {
-		snprintf(base, sizeof(base), "%s/livemerge", getenv("XDG_STATE_HOME"));
+		snprintf(base, baselen, "%s/livemerge", getenv("XDG_STATE_HOME"));
 	} else if (getenv("HOME") && *getenv("HOME")) {
-		snprintf(base, sizeof(base), "%s/.local/state/livemerge", getenv("HOME"));
+		snprintf(base, baselen, "%s/.local/state/livemerge", getenv("HOME"));
 	} else {
-		lm_error_set(err, LM_ERR_USAGE, "no journal directory: set HOME or use --journal DIR");
-		return NULL;
+		return lm_error_set(err, LM_ERR_USAGE,
+				    "no journal directory: set HOME or use --journal DIR");
 	}
-	if (journal_mkdirs(base, err) < 0)
-		return NULL;
 	/* the file is named after the target, readable: unix:/run/vm1/qmp.sock
 	 * and /run/vm1/qmp.sock (the same monitor) -> _run_vm1_qmp.sock.journal */
 	if (strncmp(target, "unix:", 5) == 0)
 		target += 5;
-	for (i = 0; target[i] && k < sizeof(name) - 16; i++) {
+	for (i = 0; target[i] && k < namelen - 16; i++) {
 		char c = target[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -117,6 +113,21 @@ struct merge_journal *merge_journal_open(const char *dir, const char *target,
 		name[k++] = c;
 	}
 	name[k] = '\0';
+	return 0;
+}
+
+struct merge_journal *merge_journal_open(const char *dir, const char *target,
+					 struct lm_error *err)
+{
+	struct merge_journal *j;
+	char base[4096], name[512];
+	json_object *last = NULL;
+	int finished;
+
+	if (journal_locate(dir, target, base, sizeof(base), name, sizeof(name), err) < 0)
+		return NULL;
+	if (journal_mkdirs(base, err) < 0)
+		return NULL;
 	j = calloc(1, sizeof(*j));
 	if (j == NULL || asprintf(&j->path, "%s/%s.journal", base, name) < 0) {
 		free(j);
@@ -168,6 +179,30 @@ struct merge_journal *merge_journal_open(const char *dir, const char *target,
 	}
 	json_object_put(last);
 	return j;
+}
+
+int merge_journal_read_last(const char *dir, const char *target, json_object **entries,
+			    int *finished, struct lm_error *err)
+{
+	struct merge_journal j = { 0 };
+	char base[4096], name[512], path[4096 + 512 + 16];
+	int r;
+
+	*entries = NULL;
+	*finished = 0;
+	if (journal_locate(dir, target, base, sizeof(base), name, sizeof(name), err) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/%s.journal", base, name);
+	j.path = path;
+	j.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (j.fd < 0 && errno == ENOENT)
+		return 0; /* no journal: livemerge never acted on this VM here */
+	if (j.fd < 0)
+		return lm_error_set(err, LM_ERR_IO, "cannot open journal %s: %s", path,
+				    strerror(errno));
+	r = merge_journal_last(&j, entries, finished, err);
+	close(j.fd);
+	return r;
 }
 
 void merge_journal_close(struct merge_journal *j)
