@@ -62,6 +62,7 @@ struct check_run {
 	struct host *host;
 	struct check_look *looks; /* the live layers, then the --dir entries */
 	int nlooks, cap, pending;
+	int started, inflight;    /* looks[0..started) were started; inflight of them run */
 	int ndir_first;           /* index of the first --dir entry in looks */
 	int lists_pending;
 	int failed_code;          /* an exit code when gathering failed */
@@ -128,12 +129,16 @@ static int cmd_check_read_expect(const char *file, json_object **out)
 
 /* ---- reading the host ------------------------------------------------------------- */
 
+static void cmd_check_pump(struct check_run *run);
+
 static void cmd_check_look_cb(void *arg, const struct host_file *f, const struct lm_error *err)
 {
 	struct check_look *l = arg;
 
 	l->done = 1;
 	l->run->pending--;
+	l->run->inflight--;
+	cmd_check_pump(l->run);
 	if (err != NULL) {
 		l->failed = 1;
 		l->err = *err;
@@ -157,7 +162,27 @@ static void cmd_check_look_idx_cb(void *arg, const struct host_file *f, const st
 	cmd_check_look_cb(&cmd_check_current->looks[(intptr_t)arg], f, err);
 }
 
-/* Start reading path (owned, taken) on the host. */
+/*
+ * Start what waits, two at a time: over ssh each read is an SFTP exchange of
+ * its own (a subsystem started, one at a time per session) whose time limit
+ * runs from its start; a VM's whole directory queued at once would spend
+ * the last ones' time waiting for the first.
+ */
+#define CHECK_INFLIGHT 2
+static void cmd_check_pump(struct check_run *run)
+{
+	while (run->inflight < CHECK_INFLIGHT && run->started < run->nlooks) {
+		int i = run->started++;
+
+		run->inflight++;
+		/* the callbacks find their entry by index: looks may move when it grows */
+		if (host_look_device(run->host, run->looks[i].path, MERGE_IMAGE_HEAD,
+				     cmd_check_look_idx_cb, (void *)(intptr_t)i) == NULL)
+			abort();
+	}
+}
+
+/* Read path (owned, taken) on the host, as soon as a turn is free. */
 static void cmd_check_look(struct check_run *run, char *path)
 {
 	struct check_look *l;
@@ -173,10 +198,7 @@ static void cmd_check_look(struct check_run *run, char *path)
 	l->path = path;
 	l->f.path = path;
 	run->pending++;
-	/* the callbacks find their entry by index: looks may move when it grows */
-	if (host_look_device(run->host, path, MERGE_IMAGE_HEAD, cmd_check_look_idx_cb,
-			     (void *)(intptr_t)(run->nlooks - 1)) == NULL)
-		abort();
+	cmd_check_pump(run);
 }
 
 struct check_list {
