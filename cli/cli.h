@@ -94,6 +94,19 @@ struct host *cli_host(struct cli_ctx *ctx);
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
 		struct lm_error *err);
 
+struct merge_chains;
+
+/*
+ * Read the chains for verb (its name starts the messages): query-jobs
+ * first, refused (exit 1) while a concluded stream job waits to be
+ * dismissed (merge_chains_hazard), then the chains, with each layer's
+ * allocation when usage is set. EXIT_OK with *out owned (and *jobs, the
+ * query-jobs return value, owned, when jobs is not NULL), or an exit code
+ * (message printed).
+ */
+int cli_read_chains(struct cli_ctx *ctx, const char *verb, int usage, json_object **jobs,
+		    struct merge_chains **out);
+
 struct merge_journal;
 
 /* Open the journal of ctx->target; NULL (message printed, *code set) on

@@ -234,6 +234,12 @@ static void cmd_check_list_cb(void *arg, const struct host_dirent *ents, size_t 
 	}
 }
 
+static int cmd_check_by_path(const void *a, const void *b)
+{
+	return strcmp(((const struct merge_check_file *)a)->path,
+		      ((const struct merge_check_file *)b)->path);
+}
+
 /* ---- printing --------------------------------------------------------------------- */
 
 /* What one source says, for a person: a string, [a, b] for a chain, - for none. */
@@ -328,22 +334,6 @@ static void cmd_check_summary(struct cli_ctx *ctx, json_object *findings, int nd
 
 /* ---- the verb --------------------------------------------------------------------- */
 
-struct chain_wait {
-	int done;
-	struct merge_chains *ch;
-	struct lm_error err;
-};
-
-static void cmd_check_chains_cb(struct merge_chains *ch, const struct lm_error *err, void *arg)
-{
-	struct chain_wait *w = arg;
-
-	w->done = 1;
-	w->ch = ch;
-	if (err != NULL)
-		w->err = *err;
-}
-
 /* Is layer l one the host holds (a file or a device, named by an absolute path)? */
 static int cmd_check_on_host(const struct merge_layer *l)
 {
@@ -431,7 +421,7 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 	struct check_run run = { 0 };
 	struct merge_check_input in = { 0 };
 	struct merge_check_file *files = NULL;
-	struct chain_wait w = { 0 };
+	struct merge_chains *ch = NULL;
 	json_object *expect = NULL, *jobs = NULL, *entries = NULL, *findings;
 	struct lm_error err;
 	int first, r, i, nlayers = 0, ndisks = 0, finished = 1;
@@ -449,39 +439,16 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 	r = cli_connect(ctx);
 	if (r != EXIT_OK)
 		goto out;
-	if (cli_execute(ctx, "query-jobs", NULL, &jobs, &err) < 0) {
-		if (err.code == LM_ERR_QMP)
-			err.code = LM_ERR_PROTO;
-		r = cli_report(&err);
+	r = cli_read_chains(ctx, "check", 0, &jobs, &ch);
+	if (r != EXIT_OK)
 		goto out;
-	}
-	if (merge_chains_hazard(jobs) != NULL) {
-		const char *h = merge_chains_hazard(jobs);
-
-		r = cli_error(EXIT_FAILED, "check: job %s (a stream) is concluded and not dismissed: "
-					   "QEMU 7.2 crashes listing block nodes then; dismiss it "
-					   "first ('livemerge cancel %s')", h, h);
-		goto out;
-	}
-	if (merge_chains_fetch(ctx->conn, cmd_check_chains_cb, &w, &err) < 0) {
-		r = cli_report(&err);
-		goto out;
-	}
-	while (!w.done)
-		ev_run(ctx->loop, EVRUN_ONCE);
-	if (w.ch == NULL) {
-		if (w.err.code == LM_ERR_QMP)
-			w.err.code = LM_ERR_PROTO;
-		r = cli_report(&w.err);
-		goto out;
-	}
 	for (i = first; i < argc; i++)
-		if (merge_chains_find(w.ch, argv[i]) == NULL) {
+		if (merge_chains_find(ch, argv[i]) == NULL) {
 			r = cli_error(EXIT_USAGE, "check: no disk '%s' (run 'livemerge chain' to list "
 						  "the disks)", argv[i]);
 			goto out;
 		}
-	r = cmd_check_gather(ctx, &run, w.ch, argv + first, argc - first, &o, &nlayers);
+	r = cmd_check_gather(ctx, &run, ch, argv + first, argc - first, &o, &nlayers);
 	if (r != EXIT_OK)
 		goto out;
 	if (merge_journal_read_last(ctx->journal_dir, ctx->target, &entries, &finished, &err) < 0) {
@@ -494,9 +461,12 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 		abort();
 	for (i = 0; i < run.nlooks; i++)
 		files[i] = run.looks[i].f;
-	for (i = 0; i < w.ch->ndisks; i++)
-		ndisks += cmd_check_wanted(w.ch, argv + first, argc - first, &w.ch->disks[i]);
-	in.live = w.ch;
+	/* orphans in name order, whatever order the host listed them in */
+	qsort(files + run.ndir_first, (size_t)(run.nlooks - run.ndir_first), sizeof(*files),
+	      cmd_check_by_path);
+	for (i = 0; i < ch->ndisks; i++)
+		ndisks += cmd_check_wanted(ch, argv + first, argc - first, &ch->disks[i]);
+	in.live = ch;
 	in.disks = (const char *const *)argv + first;
 	in.ndisks = argc - first;
 	in.files = files;
@@ -517,7 +487,7 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 out:
 	free(files);
 	cmd_check_run_free(&run);
-	merge_chains_free(w.ch);
+	merge_chains_free(ch);
 	json_object_put(expect);
 	json_object_put(jobs);
 	json_object_put(entries);

@@ -314,16 +314,27 @@ static double h_file_timeout(const struct host *h)
 	return h->opts.timeout > 0 ? 2 * h->opts.timeout : 30;
 }
 
-struct host_op *host_look(struct host *h, const char *path, size_t head, host_look_cb *cb,
-			  void *arg)
+/* A new operation of h on path, not started yet. NULL: no memory. */
+static struct host_op *op_new_path(struct host *h, enum host_op_type type, const char *path,
+				   void *arg)
 {
-	struct host_op *op = op_new(h, HOP_LOOK, h_file_timeout(h), arg);
+	struct host_op *op = op_new(h, type, h_file_timeout(h), arg);
 
 	if (op == NULL || (op->path = strdup(path)) == NULL) {
 		if (op != NULL)
 			host_op_free(op);
 		return NULL;
 	}
+	return op;
+}
+
+struct host_op *host_look(struct host *h, const char *path, size_t head, host_look_cb *cb,
+			  void *arg)
+{
+	struct host_op *op = op_new_path(h, HOP_LOOK, path, arg);
+
+	if (op == NULL)
+		return NULL;
 	op->head = head;
 	op->look_cb = cb;
 	op_go(op);
@@ -342,13 +353,10 @@ struct host_op *host_look_device(struct host *h, const char *path, size_t head,
 
 struct host_op *host_list(struct host *h, const char *dir, host_list_cb *cb, void *arg)
 {
-	struct host_op *op = op_new(h, HOP_LIST, h_file_timeout(h), arg);
+	struct host_op *op = op_new_path(h, HOP_LIST, dir, arg);
 
-	if (op == NULL || (op->path = strdup(dir)) == NULL) {
-		if (op != NULL)
-			host_op_free(op);
+	if (op == NULL)
 		return NULL;
-	}
 	op->list_cb = cb;
 	op_go(op);
 	return op;
@@ -356,13 +364,10 @@ struct host_op *host_list(struct host *h, const char *dir, host_list_cb *cb, voi
 
 struct host_op *host_remove(struct host *h, const char *path, host_done_cb *cb, void *arg)
 {
-	struct host_op *op = op_new(h, HOP_REMOVE, h_file_timeout(h), arg);
+	struct host_op *op = op_new_path(h, HOP_REMOVE, path, arg);
 
-	if (op == NULL || (op->path = strdup(path)) == NULL) {
-		if (op != NULL)
-			host_op_free(op);
+	if (op == NULL)
 		return NULL;
-	}
 	op->done_cb = cb;
 	op_go(op);
 	return op;
