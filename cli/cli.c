@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../merge/query.h"
 #include "../transport/transport.h"
 
 int cli_exit_code(const struct lm_error *err)
@@ -356,4 +357,66 @@ void cli_format_size(int64_t n, char *buf, size_t len)
 		snprintf(buf, len, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
 	else
 		snprintf(buf, len, "%.0f %s", v, units[u]);
+}
+
+struct chains_wait {
+	int done;
+	struct merge_chains *ch;
+	struct lm_error err;
+};
+
+static void cli_chains_cb(struct merge_chains *ch, const struct lm_error *err, void *arg)
+{
+	struct chains_wait *w = arg;
+
+	w->done = 1;
+	w->ch = ch;
+	if (err != NULL)
+		w->err = *err;
+}
+
+int cli_read_chains(struct cli_ctx *ctx, const char *verb, int usage, json_object **jobs,
+		    struct merge_chains **out)
+{
+	struct chains_wait w = { 0 };
+	struct lm_error err;
+	json_object *j;
+	const char *hazard;
+	int r;
+
+	*out = NULL;
+	if (jobs != NULL)
+		*jobs = NULL;
+	if (cli_execute(ctx, "query-jobs", NULL, &j, &err) < 0) {
+		if (err.code == LM_ERR_QMP)
+			err.code = LM_ERR_PROTO; /* a query refused: not a failed operation */
+		return cli_report(&err);
+	}
+	hazard = merge_chains_hazard(j);
+	if (hazard != NULL) {
+		r = cli_error(EXIT_FAILED, "%s: job %s (a stream) is concluded and not dismissed: "
+					   "QEMU 7.2 crashes listing block nodes then; dismiss it "
+					   "first ('livemerge cancel %s')", verb, hazard, hazard);
+		json_object_put(j);
+		return r;
+	}
+	if ((usage ? merge_chains_fetch_usage : merge_chains_fetch)(ctx->conn, cli_chains_cb, &w,
+								     &err) < 0) {
+		json_object_put(j);
+		return cli_report(&err);
+	}
+	while (!w.done)
+		ev_run(ctx->loop, EVRUN_ONCE);
+	if (w.ch == NULL) {
+		json_object_put(j);
+		if (w.err.code == LM_ERR_QMP)
+			w.err.code = LM_ERR_PROTO;
+		return cli_report(&w.err);
+	}
+	*out = w.ch;
+	if (jobs != NULL)
+		*jobs = j;
+	else
+		json_object_put(j);
+	return EXIT_OK;
 }

@@ -96,6 +96,19 @@ struct host *cli_host(struct cli_ctx *ctx);
 int cli_execute(struct cli_ctx *ctx, const char *name, json_object *args, json_object **ret,
 		struct lm_error *err);
 
+struct merge_chains;
+
+/*
+ * Read the chains for verb (its name starts the messages): query-jobs
+ * first, refused (exit 1) while a concluded stream job waits to be
+ * dismissed (merge_chains_hazard), then the chains, with each layer's
+ * allocation when usage is set. EXIT_OK with *out owned (and *jobs, the
+ * query-jobs return value, owned, when jobs is not NULL), or an exit code
+ * (message printed).
+ */
+int cli_read_chains(struct cli_ctx *ctx, const char *verb, int usage, json_object **jobs,
+		    struct merge_chains **out);
+
 struct merge_journal;
 struct merge_vm;
 
@@ -104,6 +117,10 @@ struct merge_vm;
  * livemerge to let it go) and open its journal. NULL (message printed,
  * *code set: 2 when the VM is busy) on failure. */
 struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, int *code);
+
+/* The first half of that: ask the connected VM who it is into ctx->vm and,
+ * with verb, take its lock. EXIT_OK, or the exit code (message printed). */
+int cli_identify(struct cli_ctx *ctx, const char *verb);
 
 /* If the journal shows an unfinished operation, reconcile it now. Returns
  * EXIT_OK when the VM is consistent (recovered or nothing to do), else the

@@ -45,22 +45,6 @@ const struct cmd_entry cmd_chain_entry = {
 	.exec = cmd_chain_exec,
 };
 
-struct chain_wait {
-	int done;
-	struct merge_chains *ch;
-	struct lm_error err;
-};
-
-static void cmd_chain_cb(struct merge_chains *ch, const struct lm_error *err, void *arg)
-{
-	struct chain_wait *w = arg;
-
-	w->done = 1;
-	w->ch = ch;
-	if (err != NULL)
-		w->err = *err;
-}
-
 static void cmd_chain_print(struct cli_ctx *ctx, const struct merge_disk *d)
 {
 	int i;
@@ -128,8 +112,7 @@ static void cmd_chain_device_sizes(struct cli_ctx *ctx, struct merge_chains *ch)
 
 static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
-	struct chain_wait w = { 0 };
-	struct lm_error err;
+	struct merge_chains *ch;
 	int first, r, i;
 
 	r = cli_parse_verb(ctx, &cmd_chain_entry, argc, argv, NULL, NULL, NULL, NULL, &first);
@@ -138,46 +121,24 @@ static int cmd_chain_exec(struct cli_ctx *ctx, int argc, char **argv)
 	r = cli_connect(ctx);
 	if (r != EXIT_OK)
 		return r;
-	{
-		json_object *jobs;
-		const char *hazard;
-
-		if (cli_execute(ctx, "query-jobs", NULL, &jobs, &err) < 0)
-			return cli_report(&err);
-		hazard = merge_chains_hazard(jobs);
-		if (hazard != NULL) {
-			r = cli_error(EXIT_FAILED, "chain: job %s (a stream) is concluded and not "
-						   "dismissed: QEMU 7.2 crashes listing block nodes then; "
-						   "dismiss it first ('livemerge cancel %s')", hazard, hazard);
-			json_object_put(jobs);
-			return r;
-		}
-		json_object_put(jobs);
-	}
-	if (merge_chains_fetch_usage(ctx->conn, cmd_chain_cb, &w, &err) < 0)
-		return cli_report(&err);
-	while (!w.done)
-		ev_run(ctx->loop, EVRUN_ONCE);
-	if (w.ch == NULL) {
-		if (w.err.code == LM_ERR_QMP)
-			w.err.code = LM_ERR_PROTO; /* a query refused: not a failed operation */
-		return cli_report(&w.err);
-	}
+	r = cli_read_chains(ctx, "chain", 1, NULL, &ch);
+	if (r != EXIT_OK)
+		return r;
 	for (i = first; i < argc; i++) {
-		if (merge_chains_find(w.ch, argv[i]) == NULL) {
+		if (merge_chains_find(ch, argv[i]) == NULL) {
 			r = cli_error(EXIT_USAGE, "chain: no disk '%s' (run 'livemerge chain' to "
 						  "list the disks)", argv[i]);
-			merge_chains_free(w.ch);
+			merge_chains_free(ch);
 			return r;
 		}
 	}
-	cmd_chain_device_sizes(ctx, w.ch);
+	cmd_chain_device_sizes(ctx, ch);
 	if (first == argc)
-		for (i = 0; i < w.ch->ndisks; i++)
-			cmd_chain_print(ctx, &w.ch->disks[i]);
+		for (i = 0; i < ch->ndisks; i++)
+			cmd_chain_print(ctx, &ch->disks[i]);
 	else
 		for (i = first; i < argc; i++)
-			cmd_chain_print(ctx, merge_chains_find(w.ch, argv[i]));
-	merge_chains_free(w.ch);
+			cmd_chain_print(ctx, merge_chains_find(ch, argv[i]));
+	merge_chains_free(ch);
 	return EXIT_OK;
 }

@@ -61,7 +61,7 @@ static void cli_claim_cb(struct merge_vm *vm, const struct lm_error *err, void *
 		w->err = *err;
 }
 
-struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, int *code)
+int cli_identify(struct cli_ctx *ctx, const char *verb)
 {
 	struct cli_claim w = { .ctx = ctx };
 	struct merge_vm_claim_opts o = {
@@ -72,23 +72,29 @@ struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, in
 		.message = cli_claim_msg,
 	};
 	struct merge_vm_claim *cl;
+
+	if (ctx->vm != NULL)
+		return EXIT_OK;
+	cl = merge_vm_claim_start(ctx->conn, &o, cli_claim_cb, &w, &w.err);
+	while (cl != NULL && !w.done)
+		ev_run(ctx->loop, EVRUN_ONCE);
+	merge_vm_claim_free(cl);
+	if (w.vm == NULL)
+		return cli_error(cli_exit_code(&w.err), "%s (nothing was sent%s)", w.err.msg,
+				 w.err.code == LM_ERR_BUSY && ctx->wait_lock <= 0
+					 ? "; --wait-lock SECS waits for it"
+					 : "");
+	ctx->vm = w.vm;
+	return EXIT_OK;
+}
+
+struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, int *code)
+{
 	struct merge_journal *j;
 	struct lm_error err;
 
-	if (ctx->vm == NULL) {
-		cl = merge_vm_claim_start(ctx->conn, &o, cli_claim_cb, &w, &w.err);
-		while (cl != NULL && !w.done)
-			ev_run(ctx->loop, EVRUN_ONCE);
-		merge_vm_claim_free(cl);
-		if (w.vm == NULL) {
-			*code = cli_error(cli_exit_code(&w.err), "%s (nothing was sent%s)", w.err.msg,
-					  w.err.code == LM_ERR_BUSY && ctx->wait_lock <= 0
-						  ? "; --wait-lock SECS waits for it"
-						  : "");
-			return NULL;
-		}
-		ctx->vm = w.vm;
-	}
+	if ((*code = cli_identify(ctx, verb)) != EXIT_OK)
+		return NULL;
 	j = merge_vm_journal_open(ctx->journal_dir, ctx->vm, ctx->target, &err);
 	if (j == NULL)
 		*code = cli_error(EXIT_FAILED, "%s (nothing was sent)", err.msg);

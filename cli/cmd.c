@@ -6,6 +6,7 @@
 extern const struct cmd_entry cmd_batch_entry;
 extern const struct cmd_entry cmd_cancel_entry;
 extern const struct cmd_entry cmd_chain_entry;
+extern const struct cmd_entry cmd_check_entry;
 extern const struct cmd_entry cmd_jobs_entry;
 extern const struct cmd_entry cmd_commit_entry;
 extern const struct cmd_entry cmd_history_entry;
@@ -17,6 +18,7 @@ extern const struct cmd_entry cmd_watch_entry;
 
 const struct cmd_entry *const cmd_table[] = {
 	&cmd_chain_entry,
+	&cmd_check_entry,
 	&cmd_snapshot_entry,
 	&cmd_commit_entry,
 	&cmd_stream_entry,

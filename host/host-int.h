@@ -12,19 +12,23 @@
 #include "../transport/transport.h"
 #include "host.h"
 
-enum host_op_type { HOP_LOOK, HOP_REMOVE, HOP_RUN };
+enum host_op_type { HOP_LOOK, HOP_REMOVE, HOP_RUN, HOP_LIST };
+
+/* HOP_LIST's op->buf: one record per entry, its kind's letter (r b l o)
+ * then its name and a NUL; each kind fills it so, host.c reads it. */
 
 struct host_op {
 	struct host *h;
 	struct host_op *next; /* in h->ops */
 	enum host_op_type type;
-	char *path;  /* LOOK, REMOVE */
+	char *path;  /* LOOK, REMOVE, LIST */
 	size_t head; /* LOOK: bytes wanted */
 	int follow;  /* LOOK: a final symlink to a block device is followed */
 	char **argv; /* RUN */
 	double timeout;
 	host_look_cb *look_cb;
 	host_done_cb *done_cb;
+	host_list_cb *list_cb;
 	host_run_cb *run_cb;
 	void *arg;
 	int orphan; /* cancelled, a child not reaped yet: no callback, freed when reaped */
@@ -83,6 +87,9 @@ void host_op_failf(struct host_op *op, enum lm_err_code code, const char *fmt, .
 	__attribute__((format(printf, 3, 4)));
 /* Append n bytes of stdout/head to op->buf, keeping at most max. 0, -1 (memory). */
 int host_op_keep(struct host_op *op, const void *b, size_t n, size_t max);
+/* Append one HOP_LIST record (kind letter, name). 0; -1 with op failed
+ * (past HOST_LIST_MAX, or no memory): the caller stops. */
+int host_op_list_add(struct host_op *op, char kind, const char *name);
 /* Append n bytes of b to the NUL-terminated tail (*len of cap-1 bytes at
  * most), keeping the last ones. */
 void host_tail_keep(char *tail, size_t *len, size_t cap, const char *b, size_t n);

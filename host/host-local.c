@@ -1,13 +1,14 @@
 /*
  * host/host-local: this machine as the VM's host. Files: lstat, open
  * without following a final symlink (checked to be the file lstat saw),
- * pread, unlink; each is one short system call, made from the loop. A
+ * pread, unlink, a directory read whole; each is short, made from the loop. A
  * program: fork and exec in a process group of its own, stdout and stderr
  * read from pipes on the loop, its exit polled; on its time limit the
  * group is killed.
  */
 #include "host-int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -82,6 +83,38 @@ static void local_look(struct host_op *op)
 		op->len += (size_t)n;
 	}
 	close(fd);
+	host_op_finish(op);
+}
+
+static void local_list(struct host_op *op)
+{
+	static const char letter[] = { [HOST_FILE_REGULAR] = 'r', [HOST_FILE_BLOCK] = 'b',
+				       [HOST_FILE_SYMLINK] = 'l', [HOST_FILE_OTHER] = 'o' };
+	struct dirent *de;
+	DIR *d = opendir(op->path);
+
+	if (d == NULL)
+		return host_op_failf(op, LM_ERR_IO, "cannot list %s: %s", op->path,
+				     strerror(errno));
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		struct stat st;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* gone meanwhile */
+		if (host_op_list_add(op, letter[local_kind(st.st_mode)], de->d_name) < 0) {
+			closedir(d);
+			return; /* op ended */
+		}
+	}
+	if (errno != 0) {
+		int e = errno;
+
+		closedir(d);
+		return host_op_failf(op, LM_ERR_IO, "cannot list %s: %s", op->path, strerror(e));
+	}
+	closedir(d);
 	host_op_finish(op);
 }
 
@@ -273,6 +306,9 @@ static void local_start(struct host_op *op)
 		break;
 	case HOP_REMOVE:
 		local_remove(op);
+		break;
+	case HOP_LIST:
+		local_list(op);
 		break;
 	default:
 		local_run(op);

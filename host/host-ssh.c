@@ -102,7 +102,14 @@ static char *ssh_command(const struct host_op *op)
 	if (op->type != HOP_RUN) {
 		if ((q = sh_quote(op->path)) == NULL)
 			return NULL;
-		if (op->type == HOP_REMOVE)
+		if (op->type == HOP_LIST)
+			/* one record per entry: kind letter, name, NUL (names may hold a newline) */
+			r = asprintf(&cmd, "printf 'LM1\\n'; if [ -d %s ]; then echo d; for f in %s/* "
+				     "%s/.[!.]* %s/..?*; do if [ -L \"$f\" ]; then t=l; elif [ -f "
+				     "\"$f\" ]; then t=r; elif [ -b \"$f\" ]; then t=b; elif [ -e "
+				     "\"$f\" ]; then t=o; else continue; fi; printf '%%s%%s\\000' "
+				     "\"$t\" \"${f##*/}\"; done; else echo n; fi", q, q, q, q);
+		else if (op->type == HOP_REMOVE)
 			r = asprintf(&cmd, "printf 'LM1\\n'; rm -f -- %s && echo 0 || echo 1", q);
 		else if (op->follow)
 			/* test -b follows a symlink: a volume's name is its device */
@@ -151,7 +158,10 @@ static char *ssh_command(const struct host_op *op)
 
 static const char *op_verb(const struct host_op *op)
 {
-	return op->type == HOP_REMOVE ? "delete" : op->type == HOP_LOOK ? "read" : "run";
+	return op->type == HOP_REMOVE ? "delete"
+	       : op->type == HOP_LOOK ? "read"
+	       : op->type == HOP_LIST ? "list"
+				      : "run";
 }
 
 static const char *op_what(const struct host_op *op)
@@ -213,6 +223,14 @@ static void sftp_done(struct host_op *op)
 	char type;
 	const void *b = tr_ssh_sftp_result(op->t, &type, &len);
 
+	if (op->type == HOP_LIST) {
+		if (type != 'd')
+			return host_op_failf(op, LM_ERR_IO, "cannot list %s on %s: no such directory",
+					     op->path, op->h->where);
+		if (len > 0 && host_op_keep(op, b, len, HOST_LIST_MAX) < 0)
+			return host_op_failf(op, LM_ERR_NOMEM, "out of memory");
+		return host_op_finish(op);
+	}
 	op->kind = type == 'r'	 ? HOST_FILE_REGULAR
 		   : type == 'b' ? HOST_FILE_BLOCK
 		   : type == 'l' ? HOST_FILE_SYMLINK
@@ -229,10 +247,23 @@ static void exec_file_done(struct host_op *op)
 	const char *o = (const char *)op->buf;
 	size_t n = op->len;
 
-	if (n < 2 || o[1] != '\n' || strchr(op->type == HOP_LOOK ? "lrbon" : "01", o[0]) == NULL ||
+	if (n < 2 || o[1] != '\n' ||
+	    strchr(op->type == HOP_LOOK ? "lrbon" : op->type == HOP_LIST ? "dn" : "01", o[0]) ==
+		    NULL ||
 	    o[0] == '\0')
 		return host_op_failf(op, LM_ERR_IO, "cannot %s %s on %s: the host's shell answered "
 				     "what it should not", op_verb(op), op->path, op->h->where);
+	if (op->type == HOP_LIST) {
+		if (o[0] == 'n')
+			return host_op_failf(op, LM_ERR_IO, "cannot list %s on %s: no such directory",
+					     op->path, op->h->where);
+		if (n - 2 > HOST_LIST_MAX)
+			return host_op_failf(op, LM_ERR_IO, "cannot list %s on %s: more than %u "
+					     "bytes of names", op->path, op->h->where, HOST_LIST_MAX);
+		op->len = n - 2;
+		memmove(op->buf, op->buf + 2, op->len);
+		return host_op_finish(op);
+	}
 	if (op->type == HOP_REMOVE) {
 		if (o[0] == '0')
 			return host_op_finish(op);
@@ -295,6 +326,7 @@ static int exec_keep(struct host_op *op, const char *b, size_t n)
 {
 	size_t max = op->type == HOP_RUN    ? HOST_RUN_OUT_MAX + sizeof(EXEC_MARK)
 		     : op->type == HOP_LOOK ? op->head + 8
+		     : op->type == HOP_LIST ? (size_t)HOST_LIST_MAX + 8
 					    : 64;
 
 	host_tail_keep(op->tail, &op->taillen, sizeof(op->tail), b, n);
@@ -367,9 +399,11 @@ static void ssh_begin(struct host_op *op)
 	if (op->stage == 0) {
 		op->t = tr_ssh_sftp_new(h->target, &h->opts,
 					op->type == HOP_REMOVE ? TR_SFTP_REMOVE
+					: op->type == HOP_LIST ? TR_SFTP_LIST
 					: op->follow	       ? TR_SFTP_LOOK_DEVICE
 							       : TR_SFTP_LOOK,
-					op->path, op->head, &e);
+					op->path, op->type == HOP_LIST ? HOST_LIST_MAX : op->head,
+					&e);
 	} else {
 		if ((cmd = ssh_command(op)) == NULL)
 			return host_op_failf(op, LM_ERR_NOMEM, "out of memory");

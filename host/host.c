@@ -96,6 +96,78 @@ static const char *op_err_last(struct host_op *op)
 	return start;
 }
 
+/* The kind a HOP_LIST record's letter names, or HOST_FILE_NONE. */
+static enum host_file_kind op_list_kind(char c)
+{
+	return c == 'r' ? HOST_FILE_REGULAR
+	       : c == 'b' ? HOST_FILE_BLOCK
+	       : c == 'l' ? HOST_FILE_SYMLINK
+	       : c == 'o' ? HOST_FILE_OTHER
+			  : HOST_FILE_NONE;
+}
+
+/* Call a listing's callback with the records of op->buf, each checked:
+ * the host's answer is not trusted to be well formed. */
+static void op_list_finish(struct host_op *op, const struct lm_error *err)
+{
+	struct host_dirent *ents = NULL;
+	struct lm_error bad;
+	size_t n = 0, cap = 0, off = 0;
+
+	while (err == NULL && off < op->len) {
+		const char *rec = (const char *)op->buf + off;
+		size_t rlen = strnlen(rec, op->len - off);
+		enum host_file_kind kind = op_list_kind(rec[0]);
+
+		if (off + rlen == op->len || rlen < 2 || kind == HOST_FILE_NONE ||
+		    memchr(rec + 1, '/', rlen - 1) != NULL || strcmp(rec + 1, ".") == 0 ||
+		    strcmp(rec + 1, "..") == 0) {
+			lm_error_set(&bad, LM_ERR_IO, "cannot list %s%s%s: the host answered what "
+				     "it should not", op->path, op->h->where ? " on " : "",
+				     op->h->where ? op->h->where : "");
+			err = &bad;
+			break;
+		}
+		if (n == cap) {
+			struct host_dirent *ne;
+
+			cap = cap ? 2 * cap : 64;
+			if ((ne = realloc(ents, cap * sizeof(*ents))) == NULL) {
+				lm_error_set(&bad, LM_ERR_NOMEM, "out of memory");
+				err = &bad;
+				break;
+			}
+			ents = ne;
+		}
+		ents[n].name = rec + 1;
+		ents[n].kind = kind;
+		n++;
+		off += rlen + 1;
+	}
+	if (err != NULL)
+		op->list_cb(op->arg, NULL, 0, err);
+	else
+		op->list_cb(op->arg, ents != NULL ? ents : (struct host_dirent *)"", n, NULL);
+	free(ents);
+}
+
+int host_op_list_add(struct host_op *op, char kind, const char *name)
+{
+	size_t len = strlen(name) + 2;
+
+	if (op->len + len > HOST_LIST_MAX) {
+		host_op_failf(op, LM_ERR_IO, "cannot list %s: more than %u bytes of names",
+			      op->path, HOST_LIST_MAX);
+		return -1;
+	}
+	if (host_op_keep(op, &kind, 1, HOST_LIST_MAX) < 0 ||
+	    host_op_keep(op, name, len - 1, HOST_LIST_MAX) < 0) {
+		host_op_failf(op, LM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 void host_op_finish(struct host_op *op)
 {
 	struct lm_error *err = op->failed ? &op->err : NULL;
@@ -109,6 +181,8 @@ void host_op_finish(struct host_op *op)
 		op->look_cb(op->arg, err == NULL ? &f : NULL, err);
 	} else if (op->type == HOP_REMOVE) {
 		op->done_cb(op->arg, err);
+	} else if (op->type == HOP_LIST) {
+		op_list_finish(op, err);
 	} else {
 		struct host_run_result r = { op->status, op->buf != NULL ? (char *)op->buf : "",
 					     op->len, op_err_last(op) };
@@ -240,16 +314,27 @@ static double h_file_timeout(const struct host *h)
 	return h->opts.timeout > 0 ? 2 * h->opts.timeout : 30;
 }
 
-struct host_op *host_look(struct host *h, const char *path, size_t head, host_look_cb *cb,
-			  void *arg)
+/* A new operation of h on path, not started yet. NULL: no memory. */
+static struct host_op *op_new_path(struct host *h, enum host_op_type type, const char *path,
+				   void *arg)
 {
-	struct host_op *op = op_new(h, HOP_LOOK, h_file_timeout(h), arg);
+	struct host_op *op = op_new(h, type, h_file_timeout(h), arg);
 
 	if (op == NULL || (op->path = strdup(path)) == NULL) {
 		if (op != NULL)
 			host_op_free(op);
 		return NULL;
 	}
+	return op;
+}
+
+struct host_op *host_look(struct host *h, const char *path, size_t head, host_look_cb *cb,
+			  void *arg)
+{
+	struct host_op *op = op_new_path(h, HOP_LOOK, path, arg);
+
+	if (op == NULL)
+		return NULL;
 	op->head = head;
 	op->look_cb = cb;
 	op_go(op);
@@ -266,15 +351,23 @@ struct host_op *host_look_device(struct host *h, const char *path, size_t head,
 	return op;
 }
 
+struct host_op *host_list(struct host *h, const char *dir, host_list_cb *cb, void *arg)
+{
+	struct host_op *op = op_new_path(h, HOP_LIST, dir, arg);
+
+	if (op == NULL)
+		return NULL;
+	op->list_cb = cb;
+	op_go(op);
+	return op;
+}
+
 struct host_op *host_remove(struct host *h, const char *path, host_done_cb *cb, void *arg)
 {
-	struct host_op *op = op_new(h, HOP_REMOVE, h_file_timeout(h), arg);
+	struct host_op *op = op_new_path(h, HOP_REMOVE, path, arg);
 
-	if (op == NULL || (op->path = strdup(path)) == NULL) {
-		if (op != NULL)
-			host_op_free(op);
+	if (op == NULL)
 		return NULL;
-	}
 	op->done_cb = cb;
 	op_go(op);
 	return op;

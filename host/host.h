@@ -74,6 +74,22 @@ struct host_op *host_look(struct host *h, const char *path, size_t head, host_lo
 struct host_op *host_look_device(struct host *h, const char *path, size_t head,
 				 host_look_cb *cb, void *arg);
 
+/* One entry of a directory, as host_list found it: its name (no
+ * directory part) and kind (a symlink not followed). */
+struct host_dirent {
+	const char *name;
+	enum host_file_kind kind;
+};
+typedef void host_list_cb(void *arg, const struct host_dirent *ents, size_t n,
+			  const struct lm_error *err);
+/* List the directory dir: every entry but "." and "..", in no order (ents
+ * borrowed for the callback; names are raw bytes from the host). At most
+ * HOST_LIST_MAX bytes of names are kept: past them the listing fails.
+ * err: IO (no such directory, not a directory, refused), UNSUPPORTED,
+ * TIMEOUT, EOF as host_look's. */
+#define HOST_LIST_MAX (4u << 20)
+struct host_op *host_list(struct host *h, const char *dir, host_list_cb *cb, void *arg);
+
 typedef void host_done_cb(void *arg, const struct lm_error *err);
 /* Remove path (a symlink itself, never its target); gone already is
  * success. Errors as host_look's. */

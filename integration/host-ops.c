@@ -5,11 +5,12 @@
  * build).
  *
  * usage: host-ops [-i KEY]... [--known-hosts FILE] [--ping] TARGET OP [-- OP]...
- *   OP: look PATH N | remove PATH | run SECS PROGRAM [ARG]...
+ *   OP: look PATH N | remove PATH | list DIR | run SECS PROGRAM [ARG]...
  *
  * TARGET is a monitor target (ssh://... for a remote host). One JSON line
  * per OP, in order, once all have ended: {"op":I,"ms":..} with "kind" and
- * "head" (hex) for look; "status", "out", "err_last" for run; or "error"
+ * "head" (hex) for look; "entries" ({"name","kind"}, sorted by name) for
+ * list; "status", "out", "err_last" for run; or "error"
  * and "code" (lm_err_code). --ping: a QMP connection to TARGET meanwhile
  * sends query-status back to back until the operations end, then a line
  * {"pings":N,"max_ms":M} (how long the loop was ever kept from answering).
@@ -76,6 +77,38 @@ static void look_cb(void *arg, const struct host_file *f, const struct lm_error 
 		hex[2 * f->len] = '\0';
 		json_object_object_add(o->line, "head", json_object_new_string(hex));
 		free(hex);
+	}
+	end_op(o, err);
+}
+
+static int ent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct host_dirent *)a)->name, ((const struct host_dirent *)b)->name);
+}
+
+static void list_cb(void *arg, const struct host_dirent *ents, size_t n,
+		    const struct lm_error *err)
+{
+	static const char *kinds[] = { "none", "regular", "block", "symlink", "other" };
+	struct op *o = arg;
+	struct host_dirent *sorted;
+	json_object *a;
+	size_t i;
+
+	if (err == NULL) {
+		sorted = malloc((n ? n : 1) * sizeof(*sorted));
+		memcpy(sorted, ents, n * sizeof(*sorted));
+		qsort(sorted, n, sizeof(*sorted), ent_cmp);
+		a = json_object_new_array();
+		for (i = 0; i < n; i++) {
+			json_object *e = json_object_new_object();
+
+			json_object_object_add(e, "name", json_object_new_string(sorted[i].name));
+			json_object_object_add(e, "kind", json_object_new_string(kinds[sorted[i].kind]));
+			json_object_array_add(a, e);
+		}
+		json_object_object_add(o->line, "entries", a);
+		free(sorted);
 	}
 	end_op(o, err);
 }
@@ -202,6 +235,8 @@ int main(int argc, char **argv)
 		op->t0 = now();
 		if (strcmp(verb, "look") == 0 && j - i == 3)
 			ho = host_look(h, argv[i + 1], (size_t)atol(argv[i + 2]), look_cb, op);
+		else if (strcmp(verb, "list") == 0 && j - i == 2)
+			ho = host_list(h, argv[i + 1], list_cb, op);
 		else if (strcmp(verb, "remove") == 0 && j - i == 2)
 			ho = host_remove(h, argv[i + 1], done_cb, op);
 		else if (strcmp(verb, "run") == 0 && j - i >= 3)

@@ -4,7 +4,8 @@
 # host_run, all started at once on one loop):
 #
 # 1. sftp and exec: files over SFTP (a regular file's first bytes, a block device's, a
-#    symlink not followed, a directory, a missing path; removal, gone already); programs over
+#    symlink not followed, a directory, a missing path; removal, gone already; a directory's
+#    entries with their kinds, a missing directory refused); programs over
 #    exec: exit status, stdout, the last stderr line, words with spaces and quotes reaching
 #    the program as they are; a time limit stops the program on the host (SIGTERM through
 #    the end of its stdin); while a program runs 3 s, the same loop keeps answering QMP round
@@ -39,6 +40,15 @@ ln -s "$D/img" "$D/link"
 head -c 1M /dev/urandom >"$D/dev.bin"
 LOOP=$(losetup -f --show "$D/dev.bin") || it_fail "losetup"
 it_on_exit "losetup -d $LOOP"
+# a directory to list: every kind, a hidden name, a name with a newline, a device node
+mkdir -p "$D/listed/sub"
+printf 'QFI\xfb' >"$D/listed/a.qcow2"
+printf 'x' >"$D/listed/.hidden"
+printf 'x' >"$D/listed/new
+line"
+ln -s "$LOOP" "$D/listed/vol"
+mknod "$D/listed/blk" b "$(stat -c '%t' "$LOOP" | xargs printf '%d')" "$(stat -c '%T' "$LOOP" | xargs printf '%d')"
+LISTED='.hidden regular|a.qcow2 regular|blk block|new\nline regular|sub other|vol symlink'
 
 # ops TARGET OUT OP...: run host-ops, its lines in OUT; fails the test unless it exits 0.
 ops() {
@@ -60,6 +70,8 @@ files_round() {
 	ops "$tg" "$out" look "$D/img" 4 -- look "$D/img" 0 -- look "$D/link" 4 -- \
 		look "$D/dir" 4 -- look "$D/missing" 4 -- look "$LOOP" 16 -- \
 		remove "$D/gone" -- remove "$D/never-was"
+	# (a run of its own: SFTP exchanges take turns on a session, each within its time limit)
+	ops "$tg" "$out.list" list "$D/listed" -- list "$D/missing"
 	it_assert_eq "$(field "$out" 0 '.kind + " " + .head')" "regular 514649fb" "$name: a file's first bytes"
 	it_assert_eq "$(field "$out" 1 '.kind + " " + .head')" "regular " "$name: a file's kind alone"
 	it_assert_eq "$(field "$out" 2 '.kind + " " + .head')" "symlink " "$name: a symlink, not followed"
@@ -71,6 +83,9 @@ files_round() {
 	[[ ! -e $D/gone ]] || it_fail "$name: the removed file is still there"
 	it_assert_eq "$(field "$out" 7 '.error // "ok"')" "ok" "$name: remove of a missing file"
 	[[ -f $D/img && -L $D/link ]] || it_fail "$name: a file that was only looked at changed"
+	it_assert_eq "$(field "$out.list" 0 '[.entries[] | "\(.name | gsub("\n"; "\\n")) \(.kind)"] | join("|")')" \
+		"$LISTED" "$name: a directory's entries and their kinds"
+	it_assert_eq "$(field "$out.list" 1 '.code')" $E_IO "$name: a missing directory (IO)"
 }
 
 # runs_round NAME TARGET: programs, their status, output and time limit.

@@ -109,6 +109,17 @@ static void image_tidy(const char *path, char *out, size_t outlen)
 	out[k] = '\0';
 }
 
+int merge_path_same(const char *a, const char *b)
+{
+	char ta[4096], tb[4096];
+
+	if (strcmp(a, b) == 0)
+		return 1;
+	image_tidy(a, ta, sizeof(ta));
+	image_tidy(b, tb, sizeof(tb));
+	return strcmp(ta, tb) == 0;
+}
+
 int merge_image_backing_is(const struct merge_image *img, const char *image_path,
 			   const char *expect)
 {

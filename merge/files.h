@@ -45,6 +45,9 @@ int merge_image_parse(const void *buf, size_t len, struct merge_image *img, char
 int merge_image_backing_is(const struct merge_image *img, const char *image_path,
 			   const char *expect);
 
+/* 1 if a and b name the same path once "//" and "/./" are collapsed. Pure. */
+int merge_path_same(const char *a, const char *b);
+
 /*
  * Check an image as the host has it (f, from host_look with at least
  * MERGE_IMAGE_HEAD bytes), without asking QEMU: that it is a regular file

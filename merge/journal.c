@@ -243,7 +243,8 @@ static int64_t journal_history_last_op(const struct merge_journal *j)
 	return op;
 }
 
-int merge_journal_dir(const char *dir, char *out, size_t size, struct lm_error *err)
+/* The journal directory's name (see merge_journal_dir), not made. */
+static int journal_base(const char *dir, char *out, size_t size, struct lm_error *err)
 {
 	int n;
 
@@ -258,6 +259,13 @@ int merge_journal_dir(const char *dir, char *out, size_t size, struct lm_error *
 						       "--journal DIR");
 	if (n < 0 || (size_t)n >= size)
 		return lm_error_set(err, LM_ERR_USAGE, "journal directory name too long");
+	return 0;
+}
+
+int merge_journal_dir(const char *dir, char *out, size_t size, struct lm_error *err)
+{
+	if (journal_base(dir, out, size, err) < 0)
+		return -1;
 	return journal_mkdirs(out, err);
 }
 
@@ -1015,4 +1023,30 @@ int merge_journal_history(struct merge_journal *j, json_object **states, struct 
 int merge_journal_in_op(const struct merge_journal *j)
 {
 	return j->in_op;
+}
+
+int merge_journal_read_last(const char *dir, const char *name, json_object **entries,
+			    int *finished, struct lm_error *err)
+{
+	struct merge_journal j = { 0 };
+	char base[4096], path[4096 + 512 + 16];
+	int r;
+
+	*entries = NULL;
+	*finished = 0;
+	if (*name == '\0' || strchr(name, '/') != NULL || strlen(name) >= 512)
+		return lm_error_set(err, LM_ERR_USAGE, "journal name '%s' is not a file name", name);
+	if (journal_base(dir, base, sizeof(base), err) < 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/%s.journal", base, name);
+	j.path = path;
+	j.fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (j.fd < 0 && errno == ENOENT)
+		return 0; /* no journal: livemerge never acted on this VM here */
+	if (j.fd < 0)
+		return lm_error_set(err, LM_ERR_IO, "cannot open journal %s: %s", path,
+				    strerror(errno));
+	r = merge_journal_last(&j, entries, finished, err);
+	close(j.fd);
+	return r;
 }

@@ -72,6 +72,13 @@ const char *merge_journal_path(const struct merge_journal *j);
 int merge_journal_last(struct merge_journal *j, json_object **entries, int *finished,
 		       struct lm_error *err);
 
+/* The same for the journal name.journal in dir (as for
+ * merge_journal_open_stem; merge/vmlock.h names a VM's), read only:
+ * nothing is created or written, a journal that does not exist is an empty
+ * one (*entries NULL). 0, or -1 (err). */
+int merge_journal_read_last(const char *dir, const char *name, json_object **entries,
+			    int *finished, struct lm_error *err);
+
 /* The same over bytes (the reader the fuzzer drives). Never fails: what
  * cannot be parsed is skipped. */
 void merge_journal_parse(const char *buf, size_t len, json_object **entries, int *finished);

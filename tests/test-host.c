@@ -239,6 +239,97 @@ static void test_look(void **state)
 	assert_int_equal(s.kind, HOST_FILE_OTHER);
 }
 
+struct listed {
+	int calls, started, failed;
+	struct lm_error err;
+	char names[8][64];
+	enum host_file_kind kinds[8];
+	size_t n;
+};
+
+static void list_cb(void *arg, const struct host_dirent *ents, size_t n, const struct lm_error *err)
+{
+	struct listed *l = arg;
+	size_t i;
+
+	assert_true(l->started); /* from the loop, never from inside host_list */
+	l->calls++;
+	if (err != NULL) {
+		l->failed = 1;
+		l->err = *err;
+		assert_null(ents);
+		return;
+	}
+	assert_non_null(ents);
+	for (i = 0; i < n && i < 8; i++) {
+		snprintf(l->names[i], sizeof(l->names[i]), "%s", ents[i].name);
+		l->kinds[i] = ents[i].kind;
+	}
+	l->n = n;
+}
+
+static void list(struct fix *f, const char *dir, struct listed *l)
+{
+	double end = now() + 5;
+
+	memset(l, 0, sizeof(*l));
+	assert_non_null(host_list(f->h, dir, list_cb, l));
+	l->started = 1;
+	while (l->calls == 0 && now() < end)
+		ev_run(f->loop, EVRUN_ONCE);
+	assert_int_equal(l->calls, 1);
+}
+
+/* The kind listed for name, or -1 when it is not listed. */
+static int listed_kind(const struct listed *l, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (strcmp(l->names[i], name) == 0)
+			return (int)l->kinds[i];
+	return -1;
+}
+
+static void test_list(void **state)
+{
+	struct fix *f = *state;
+	struct listed l;
+
+	assert_int_equal(mkdir(in(f, "d"), 0700), 0);
+	list(f, in(f, "d"), &l); /* empty: no "." or ".." */
+	assert_false(l.failed);
+	assert_int_equal(l.n, 0);
+
+	write_file(in(f, "d/a.qcow2"), "QFI\xfb");
+	write_file(in(f, "d/.hidden"), "x");
+	write_file(in(f, "d/new\nline"), "x");
+	assert_int_equal(symlink("/dev/null", in(f, "d/ln")), 0);
+	assert_int_equal(symlink(in(f, "nowhere"), in(f, "d/dangling")), 0);
+	assert_int_equal(mkdir(in(f, "d/sub"), 0700), 0);
+	list(f, in(f, "d"), &l);
+	assert_false(l.failed);
+	assert_int_equal(l.n, 6);
+	assert_int_equal(listed_kind(&l, "a.qcow2"), HOST_FILE_REGULAR);
+	assert_int_equal(listed_kind(&l, ".hidden"), HOST_FILE_REGULAR);
+	assert_int_equal(listed_kind(&l, "new\nline"), HOST_FILE_REGULAR);
+	assert_int_equal(listed_kind(&l, "ln"), HOST_FILE_SYMLINK); /* never followed */
+	assert_int_equal(listed_kind(&l, "dangling"), HOST_FILE_SYMLINK);
+	assert_int_equal(listed_kind(&l, "sub"), HOST_FILE_OTHER);
+
+	list(f, "/dev", &l); /* a directory bigger than the test keeps */
+	assert_false(l.failed);
+	assert_true(l.n > 8);
+
+	list(f, in(f, "missing"), &l);
+	assert_true(l.failed);
+	assert_int_equal(l.err.code, LM_ERR_IO);
+	assert_non_null(strstr(l.err.msg, "cannot list"));
+	list(f, in(f, "d/a.qcow2"), &l); /* not a directory */
+	assert_true(l.failed);
+	assert_int_equal(l.err.code, LM_ERR_IO);
+}
+
 static void test_look_refused(void **state)
 {
 	struct fix *f = *state;
@@ -474,6 +565,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_look, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_look_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_look_wait, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run, setup, teardown),

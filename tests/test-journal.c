@@ -395,6 +395,43 @@ static void test_torn_last_line_ignored(void **state)
 	merge_journal_close(j);
 }
 
+/* Reading without opening: no journal is made, a torn line is left as it is. */
+static void test_read_last_changes_nothing(void **state)
+{
+	struct fixture *fx = *state;
+	static const char torn[] = "{\"op\":1,\"step\":\"fin";
+	char sub[600], path[700];
+	struct lm_error err = { 0 };
+	json_object *entries = NULL;
+	struct merge_journal *j;
+	struct stat st;
+	int finished = -1;
+	off_t size;
+
+	snprintf(sub, sizeof(sub), "%s/none", fx->dir);
+	assert_int_equal(merge_journal_read_last(sub, "_vm", &entries, &finished, &err), 0);
+	assert_null(entries);
+	assert_int_equal(finished, 0);
+	assert_int_equal(stat(sub, &st), -1); /* not even its directory */
+
+	j = open_ok(fx->dir, "/vm");
+	begin(j, "{\"verb\":\"commit\"}");
+	step(j, "start", NULL);
+	snprintf(path, sizeof(path), "%s", merge_journal_path(j));
+	merge_journal_close(j);
+	append_raw(path, torn, sizeof(torn) - 1);
+	assert_int_equal(stat(path, &st), 0);
+	size = st.st_size;
+	assert_int_equal(merge_journal_read_last(fx->dir, "_vm", &entries, &finished, &err), 0);
+	assert_non_null(entries);
+	assert_int_equal(json_object_array_length(entries), 2);
+	assert_string_equal(entry_str(entries, 1, "step"), "start");
+	assert_int_equal(finished, 0);
+	json_object_put(entries);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, size); /* the torn line not ended */
+}
+
 /*
  * After a crash tore the last line, the next entry must still be readable:
  * a writer that appends straight after the fragment glues its line to it.
@@ -936,6 +973,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_dirs_0700, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_last_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_name_same_for_unix_prefix, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_default_dirs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_fails, setup, teardown),

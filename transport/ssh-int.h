@@ -110,7 +110,8 @@ struct tr_ssh {
 	int job_failed;
 	LIBSSH2_SFTP_HANDLE *fh;
 	unsigned char *jbuf;
-	size_t jlen, jgot;
+	size_t jlen, jgot; /* a listing: jlen its limit */
+	size_t jcap;       /* a listing: jbuf's size */
 	char jtype;
 };
 

@@ -5,7 +5,8 @@
  * file or block device; or its removal.
  *
  * The whole exchange (start the sftp subsystem, lstat or unlink, open,
- * read, close, shut the subsystem down) runs as the channel's open, one
+ * read, close, shut the subsystem down; or opendir, readdir to the end,
+ * close for a listing) runs as the channel's open, one
  * step each time the pump finds the session free for it, like the probe of
  * a refused streamlocal channel: it never blocks, and the other channels
  * of the session go on meanwhile. When it ends the channel is done;
@@ -18,11 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { JOB_INIT, JOB_STAT, JOB_FOLLOW, JOB_OPEN, JOB_READ, JOB_CLOSE, JOB_SHUTDOWN };
+enum { JOB_INIT, JOB_STAT, JOB_FOLLOW, JOB_OPEN, JOB_READ, JOB_OPENDIR, JOB_READDIR, JOB_CLOSE,
+       JOB_SHUTDOWN };
 
 static const char *job_verb(const struct tr_ssh *c)
 {
-	return c->job == TR_SFTP_REMOVE ? "delete" : "read";
+	return c->job == TR_SFTP_REMOVE ? "delete" : c->job == TR_SFTP_LIST ? "list" : "read";
 }
 
 /* The exchange failed in a way the session survives: remember why, and
@@ -41,6 +43,49 @@ static void job_failf(struct tr_ssh *c, enum lm_err_code code, const char *fmt, 
 	va_end(ap);
 	lm_error_set(&c->job_err, code, "%s: %s", c->base.desc, msg);
 	c->job_failed = 1;
+}
+
+/* Keep one entry of a listing: its kind's letter, its name, a NUL. 0, or
+ * -1 when past the listing's limit or out of memory (the job failed). */
+static int job_list_add(struct tr_ssh *c, const LIBSSH2_SFTP_ATTRIBUTES *a, const char *name,
+			size_t nlen)
+{
+	unsigned long perm = a->flags & LIBSSH2_SFTP_ATTR_PERMISSIONS ? a->permissions : 0;
+	char kind = LIBSSH2_SFTP_S_ISREG(perm)	 ? 'r'
+		    : LIBSSH2_SFTP_S_ISBLK(perm) ? 'b'
+		    : LIBSSH2_SFTP_S_ISLNK(perm) ? 'l'
+						 : 'o';
+
+	if ((nlen == 1 && name[0] == '.') || (nlen == 2 && memcmp(name, "..", 2) == 0))
+		return 0;
+	if (nlen == 0 || memchr(name, '\0', nlen) != NULL || memchr(name, '/', nlen) != NULL) {
+		job_failf(c, LM_ERR_IO, "cannot list %s on %s: the host named an entry that no "
+			  "file can have", c->path, c->s->khname);
+		return -1;
+	}
+	if (c->jgot + nlen + 2 > c->jlen) {
+		job_failf(c, LM_ERR_IO, "cannot list %s on %s: more than %zu bytes of names",
+			  c->path, c->s->khname, c->jlen);
+		return -1;
+	}
+	if (c->jgot + nlen + 2 > c->jcap) {
+		size_t cap = c->jcap ? c->jcap : 4096;
+		unsigned char *nb;
+
+		while (cap < c->jgot + nlen + 2)
+			cap *= 2;
+		if ((nb = realloc(c->jbuf, cap)) == NULL) {
+			job_failf(c, LM_ERR_NOMEM, "out of memory");
+			return -1;
+		}
+		c->jbuf = nb;
+		c->jcap = cap;
+	}
+	c->jbuf[c->jgot++] = (unsigned char)kind;
+	memcpy(c->jbuf + c->jgot, name, nlen);
+	c->jgot += nlen;
+	c->jbuf[c->jgot++] = '\0';
+	return 0;
 }
 
 /* An SFTP status as a refusal of the job (a missing path is no failure). */
@@ -117,8 +162,38 @@ static int sftp_job_step(struct tr_ssh *c)
 				  ssh_sess_errmsg(s));
 			return job_end(c);
 		}
-		c->job_step = JOB_STAT;
+		c->job_step = c->job == TR_SFTP_LIST ? JOB_OPENDIR : JOB_STAT;
 		return 1;
+	case JOB_OPENDIR:
+		c->fh = libssh2_sftp_open_ex(c->sftp, c->path, plen, 0, 0, LIBSSH2_SFTP_OPENDIR);
+		rc = c->fh != NULL ? 0 : libssh2_session_last_errno(s->ssh);
+		if ((r = job_rc(c, rc)) <= 0)
+			return r == 0 ? 0 : 1;
+		if (c->fh == NULL) {
+			if (rc == LIBSSH2_ERROR_SFTP_PROTOCOL)
+				job_status(c); /* missing: jtype 0 */
+			else
+				job_failf(c, LM_ERR_IO, "cannot list %s on %s: %s", c->path,
+					  s->khname, ssh_sess_errmsg(s));
+			c->job_step = JOB_SHUTDOWN;
+			return 1;
+		}
+		c->jtype = 'd';
+		c->job_step = JOB_READDIR;
+		return 1;
+	case JOB_READDIR: {
+		char name[1024];
+
+		n = libssh2_sftp_readdir_ex(c->fh, name, sizeof(name) - 1, NULL, 0, &attrs);
+		if ((r = job_rc(c, n < 0 ? (int)n : 0)) <= 0)
+			return r == 0 ? 0 : 1;
+		if (n < 0)
+			job_failf(c, LM_ERR_IO, "cannot list %s on %s: %s", c->path, s->khname,
+				  ssh_sess_errmsg(s));
+		if (n <= 0 || job_list_add(c, &attrs, name, (size_t)n) < 0)
+			c->job_step = JOB_CLOSE;
+		return 1;
+	}
 	case JOB_STAT:
 		if (c->job == TR_SFTP_REMOVE)
 			rc = libssh2_sftp_unlink_ex(c->sftp, c->path, plen);
@@ -220,7 +295,7 @@ struct tr *tr_ssh_sftp_new(const char *target, const struct tr_opts *opts, enum 
 		return NULL;
 	c->job = job;
 	c->jlen = len;
-	if (len > 0 && (c->jbuf = malloc(len)) == NULL) {
+	if (job != TR_SFTP_LIST && len > 0 && (c->jbuf = malloc(len)) == NULL) {
 		tr_free(&c->base);
 		lm_error_set(err, LM_ERR_NOMEM, "out of memory");
 		return NULL;

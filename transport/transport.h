@@ -126,12 +126,15 @@ enum tr_sftp_job {
 	TR_SFTP_LOOK,
 	TR_SFTP_LOOK_DEVICE, /* the same, following a final symlink to a block device */
 	TR_SFTP_REMOVE,
+	TR_SFTP_LIST, /* the directory path's entries (lstat kinds), at most len bytes */
 };
 struct tr *tr_ssh_sftp_new(const char *target, const struct tr_opts *opts, enum tr_sftp_job job,
 			   const char *path, size_t len, struct lm_error *err);
 /* After tr_connect returned 0: *type is 'r' regular, 'b' block device, 'l'
  * symlink, 'o' other, 0 missing (a removal: removed, or already gone); the
- * bytes read (borrowed until tr_free), *len of them. */
+ * bytes read (borrowed until tr_free), *len of them. A listing: *type 'd'
+ * (0: no such directory), the bytes one record per entry (kind letter r b
+ * l o, the name, a NUL), "." and ".." left out. */
 const void *tr_ssh_sftp_result(struct tr *t, char *type, size_t *len);
 
 /* A transport over an fd already connected (tests, socketpair). Takes fd. */
