@@ -118,10 +118,11 @@ bench:
 	@BUILD=$(BUILD) bench/run
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/include/livemerge/common $(DESTDIR)$(PREFIX)/include/livemerge/qmp \
 		$(DESTDIR)$(PREFIX)/include/livemerge/transport $(DESTDIR)$(PREFIX)/include/livemerge/merge
 	install -m 755 $(BUILD)/livemerge $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 doc/livemerge.1 $(DESTDIR)$(PREFIX)/share/man/man1/livemerge.1
 	install -m 644 $(BUILD)/liblivemerge.a $(DESTDIR)$(PREFIX)/lib/
 	for h in $(PUB_HEADERS); do install -m 644 $$h $(DESTDIR)$(PREFIX)/include/livemerge/$$h; done
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' livemerge.pc.in \
