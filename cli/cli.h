@@ -47,6 +47,7 @@ struct cli_ctx {
 	struct host *host;       /* the VM's host (cli_host), made when first needed */
 	const char *volume_cmd;  /* --volume-cmd of the verb (recovery uses it too) */
 	double volume_timeout;
+	struct cli_offline *offline; /* an offline target's daemon (cli/offline.h) */
 };
 
 struct cmd_entry {
@@ -80,6 +81,10 @@ int cli_connect(struct cli_ctx *ctx);
 
 /* The same, quiet: 0 or -1 with err. */
 int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
+
+/* Connect to the monitor at target (not ctx->target: an offline target's
+ * daemon) and negotiate: 0 or -1 with err. */
+int cli_connect_monitor(struct cli_ctx *ctx, const char *target, struct lm_error *err);
 
 /* A transport for target (monitor or guest agent) with ctx's ssh options:
  * tr_new_ex on ctx->loop. NULL with err on failure. */

@@ -8,6 +8,7 @@
 #include "../merge/journal.h"
 #include "../merge/recover.h"
 #include "cli.h"
+#include "offline.h"
 
 static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv);
 
@@ -37,7 +38,9 @@ const struct cmd_entry cmd_recover_entry = {
 struct merge_journal *cli_journal_open(struct cli_ctx *ctx, int *code)
 {
 	struct lm_error err;
-	struct merge_journal *j = merge_journal_open(ctx->journal_dir, ctx->target, &err);
+	/* an offline VM's journal: keyed by its top images, whatever their order */
+	const char *key = cli_offline(ctx) ? cli_offline_target(ctx)->key : ctx->target;
+	struct merge_journal *j = merge_journal_open(ctx->journal_dir, key, &err);
 
 	if (j == NULL)
 		*code = cli_error(EXIT_FAILED, "%s (nothing was sent)", err.msg);

@@ -6,6 +6,7 @@
 
 #include "../merge/journal.h"
 #include "cli.h"
+#include "offline.h"
 
 #ifndef LM_VERSION
 #define LM_VERSION "0.0"
@@ -150,6 +151,7 @@ int main(int argc, char **argv)
 			vargv[k++] = argv[j];
 		ctx.loop = EV_DEFAULT;
 		r = cmd->exec(&ctx, vargc, vargv);
+		cli_offline_stop(&ctx); /* an offline target's daemon, on every path */
 		host_free(ctx.host);
 		qmp_conn_free(ctx.conn);
 		free(vargv);

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -207,7 +208,7 @@ static void run_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void local_run(struct host_op *op)
 {
 	int out[2] = { -1, -1 }, errp[2] = { -1, -1 }, null;
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
 	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
@@ -225,6 +226,10 @@ static void local_run(struct host_op *op)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setpgid(0, 0);
+		/* tied: SIGTERM when we end (the group is its own, so a signal to
+		 * ours would miss it); we may have ended before the prctl */
+		if (op->tied && (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent))
+			_exit(126);
 		null = open("/dev/null", O_RDONLY);
 		if (null >= 0)
 			dup2(null, 0);

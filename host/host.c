@@ -280,8 +280,8 @@ struct host_op *host_remove(struct host *h, const char *path, host_done_cb *cb, 
 	return op;
 }
 
-struct host_op *host_run(struct host *h, const char *const *argv, double timeout,
-			 host_run_cb *cb, void *arg)
+static struct host_op *run_new(struct host *h, const char *const *argv, double timeout,
+			       int tied, host_run_cb *cb, void *arg)
 {
 	struct host_op *op = op_new(h, HOP_RUN, timeout, arg);
 	size_t n = 0, i;
@@ -300,8 +300,21 @@ struct host_op *host_run(struct host *h, const char *const *argv, double timeout
 			return NULL;
 		}
 	op->run_cb = cb;
+	op->tied = tied;
 	op_go(op);
 	return op;
+}
+
+struct host_op *host_run(struct host *h, const char *const *argv, double timeout,
+			 host_run_cb *cb, void *arg)
+{
+	return run_new(h, argv, timeout, 0, cb, arg);
+}
+
+struct host_op *host_run_tied(struct host *h, const char *const *argv, double timeout,
+			      host_run_cb *cb, void *arg)
+{
+	return run_new(h, argv, timeout, 1, cb, arg);
 }
 
 void host_op_cancel(struct host_op *op)

@@ -99,6 +99,16 @@ typedef void host_run_cb(void *arg, const struct host_run_result *r, const struc
 struct host_op *host_run(struct host *h, const char *const *argv, double timeout,
 			 host_run_cb *cb, void *arg);
 
+/*
+ * As host_run, for a program that must not outlive this process (a daemon
+ * started for one command, with a long timeout): here it gets SIGTERM when
+ * livemerge ends, however it ends, SIGKILL included (PR_SET_PDEATHSIG);
+ * over ssh the end of its channel (livemerge gone and its connection with
+ * it) makes the host's shell send it SIGTERM, as on a cancel.
+ */
+struct host_op *host_run_tied(struct host *h, const char *const *argv, double timeout,
+			      host_run_cb *cb, void *arg);
+
 /* Stop an operation that has not called back yet; it never will. A
  * program still running is stopped as on a timeout. */
 void host_op_cancel(struct host_op *op);
