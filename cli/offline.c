@@ -513,6 +513,7 @@ int cli_offline_start(struct cli_ctx *ctx, struct lm_error *err)
 	struct cli_offline *o = offline_state(ctx);
 	char ***layers, *mon;
 	int *block, i, rc = -1;
+	double until;
 
 	if (o->started)
 		return lm_error_set(err, LM_ERR_EOF, "%s ended: it is not started again behind the "
@@ -528,7 +529,14 @@ int cli_offline_start(struct cli_ctx *ctx, struct lm_error *err)
 		goto out;
 	if (asprintf(&mon, "%s%s/qmp.sock", o->t->ssh ? o->t->ssh : "unix:", o->dir) < 0)
 		abort();
-	rc = cli_connect_monitor(ctx, mon, err);
+	/* the socket's file exists from its bind, a moment before it listens */
+	until = ev_now(ctx->loop) + ctx->timeout;
+	while ((rc = cli_connect_monitor(ctx, mon, err)) < 0 && err->code == LM_ERR_IO && !o->ended &&
+	       ev_now(ctx->loop) < until) {
+		qmp_conn_free(ctx->conn);
+		ctx->conn = NULL;
+		offline_sleep(ctx, 0.05);
+	}
 	free(mon);
 	if (rc < 0)
 		goto out;
