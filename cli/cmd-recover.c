@@ -29,6 +29,9 @@ const struct cmd_entry cmd_recover_entry = {
 		"created removed with `CMD remove PATH` (--volume-cmd; without it the volume\n"
 		"is left and named). A volume that is in a chain is never removed; one that\n"
 		"was grown stays grown.\n"
+		"On an offline target (-c offline:DISK=PATH,...) the same target as the\n"
+		"interrupted verb's: a storage daemon is started for it and opens the tops,\n"
+		"whose headers show what reached the images.\n"
 		"Exit: 0 consistent (recovered or nothing to do), 3 cannot connect, 4 a chain\n"
 		"is neither as before nor as expected (the message names it).\n",
 	.needs_conn = 1,

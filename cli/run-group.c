@@ -259,6 +259,10 @@ static void run_done_cb(const struct merge_result *res, void *arg)
 	cli_error(0, "%s", res->err->msg);
 	if (res->outcome == MERGE_FAILED)
 		cli_error(0, "rolled back: every chain is as it was");
+	else if (res->outcome == MERGE_UNKNOWN && cli_offline(r->ctx))
+		/* its daemon is gone with its jobs: the images and the journal tell */
+		cli_error(0, "the chains may have changed: run 'livemerge -c %s recover' to "
+			     "finish or roll back the operation", r->ctx->target);
 	else if (res->outcome == MERGE_UNKNOWN)
 		cli_error(0, "the chains may have changed: check with 'livemerge chain' and "
 			     "'livemerge jobs'");

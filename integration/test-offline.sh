@@ -7,13 +7,15 @@
 #   active commit of both at once  -> the new tops (the layer below) hold every pattern; the
 #                                     headers on disk say so (read back after the daemon)
 #   stream of both at once         -> flat images, qemu-img compare against raw references
+#   snapshot of both at once       -> new overlays on the images, data through them
 #   a real QEMU holds an image     -> exit 3, its pid and name in the message, every image
 #                                     byte for byte as before
 #   SIGKILL of livemerge mid-commit (LIVEMERGE_CRASH_AT, a slow job) -> no daemon left;
 #                                     recover with the same target finishes: chains as before
 #   the daemon killed mid-commit   -> exit 4; recover finishes; data checked
 #   over ssh:// (sshd on 127.0.0.1) -> active commit of both disks, data and headers checked
-#   bad targets and images         -> exit 2, nothing started
+#   bad targets and images, watch, a batch plan naming an offline target -> exit 2, nothing
+#                                     started
 # Every daemon's directory is under $T/tmp (TMPDIR), so "a daemon left" is a process whose
 # command line names it, and "a directory left" is an entry there.
 # it-timeout: 240
@@ -134,6 +136,14 @@ for d in x y; do
 done
 no_daemon_left stream
 
+# ---------------------------------------------------------------- snapshot of both
+olm_expect 0 --json snapshot "vda=$I/x.s.qcow2" "vdb=$I/y.s.qcow2"
+for d in x y; do
+	it_assert_eq "$(chain_on_disk "$I/$d.s.qcow2")" "[\"$I/$d.s.qcow2\",\"$I/$d.1.qcow2\"]" "snapshot: $d's chain on disk"
+	data_ok "$I/$d.s.qcow2" 0 1 2 3
+done
+no_daemon_left snapshot
+
 # ---------------------------------------------------------------- an image a QEMU holds
 z=$(mk_chain "$I" z 2 $SIZE)
 w=$(mk_chain "$I" w 2 $SIZE)
@@ -231,6 +241,12 @@ for bad in "offline:" "offline:vda" "offline:1vda=$z" "offline:vda=$z,vda=$w" \
 	olm_expect 2 "$bad" chain
 	no_daemon_left "bad target $bad"
 done
+olm_expect 2 watch --volume-cmd /bin/true
+grep -q "offline target's VM is stopped" "$T/o.err" || it_fail "watch: not refused as such: $(olm_report)"
+echo "{\"vms\":[{\"target\":\"$TG\",\"verb\":\"commit\",\"args\":[\"vda\"]}]}" >"$T/plan.json"
+olm_expect 2 batch "$T/plan.json"
+grep -q "offline target is not run from a plan" "$T/o.err" || it_fail "batch: not refused as such: $(olm_report)"
+no_daemon_left "watch and batch"
 it_assert_eq "$(qemu-img info -U --output=json "$I/nofmt.1.qcow2" | jq -r '."backing-filename-format" // "none"')" none "the header made without a backing format"
 olm_expect 2 "offline:vda=$I/nofmt.1.qcow2" chain
 grep -q "without its format" "$T/o.err" || it_fail "no backing format: not refused as such: $(olm_report)"
