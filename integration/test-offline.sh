@@ -13,7 +13,9 @@
 #   SIGKILL of livemerge mid-commit (LIVEMERGE_CRASH_AT, a slow job) -> no daemon left;
 #                                     recover with the same target finishes: chains as before
 #   the daemon killed mid-commit   -> exit 4; recover finishes; data checked
-#   over ssh:// (sshd on 127.0.0.1) -> active commit of both disks, data and headers checked
+#   over ssh:// (sshd on 127.0.0.1) -> active commit of both disks, data and headers checked;
+#                                     SIGKILL mid-commit: the daemon ends with the channel,
+#                                     recover over ssh rolls back
 #   bad targets and images, watch, a batch plan naming an offline target -> exit 2, nothing
 #                                     started
 # Every daemon's directory is under $T/tmp (TMPDIR), so "a daemon left" is a process whose
@@ -204,7 +206,8 @@ done
 
 # ---------------------------------------------------------------- over ssh://
 ssh_setup
-ssh_start sshd
+# the host's shell makes the daemon's directory under $T/tmp too
+ssh_start sshd "SetEnv TMPDIR=$T/tmp"
 SSHO=(--known-hosts "$SSH_KH" -i "$SSH_DIR/id_client")
 for d in z w; do
 	qemu-img convert -O raw "$I/$d.2.qcow2" "$T/$d.ref.raw"
@@ -218,6 +221,21 @@ for d in z w; do
 	qemu-img compare -q "$T/$d.ref.raw" "$I/$d.1.qcow2" || it_fail "ssh: $d.1 differs from the reference"
 done
 no_daemon_left ssh
+# SIGKILL over ssh: the daemon's exec channel ends with livemerge's connection
+qemu_io_check "$I/z.1.qcow2" "write -P 0x5c 16M 8M"
+qemu_io_check "$I/w.1.qcow2" "write -P 0x5d 16M 8M"
+TG=$(ssh_target "/offline:vda=$I/z.1.qcow2,vdb=$I/w.1.qcow2")
+OLM_ENV=LIVEMERGE_CRASH_AT=start#2 olm_expect 137 "${SSHO[@]}" --json commit vda vdb --speed 1M
+no_daemon_left "ssh: SIGKILL mid-commit"
+olm_expect 0 "${SSHO[@]}" recover
+grep -q "rolled back" "$T/o.err" || it_fail "ssh: recover after SIGKILL: not rolled back: $(olm_report)"
+for d in z w; do
+	it_assert_eq "$(chain_on_disk "$I/$d.1.qcow2")" "[\"$I/$d.1.qcow2\",\"$I/$d.0.qcow2\"]" "ssh: SIGKILL mid-commit: $d's chain on disk"
+	data_ok "$I/$d.1.qcow2" 0 1 2
+done
+qemu_io_check -r "$I/z.1.qcow2" "read -P 0x5c 16M 8M"
+qemu_io_check -r "$I/w.1.qcow2" "read -P 0x5d 16M 8M"
+no_daemon_left "ssh: recover"
 olm_expect 2 "ssh://root@127.0.0.1:$SSH_PORT/offline:vda=relative.qcow2" "${SSHO[@]}" chain
 grep -q "must be absolute" "$T/o.err" || it_fail "ssh: a relative path is not refused as such: $(olm_report)"
 
