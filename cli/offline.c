@@ -220,50 +220,14 @@ static void offline_ended_why(const struct cli_offline *o, char *buf, size_t len
 			 o->last[0] ? ": " : "", o->last);
 }
 
-struct offline_wait {
-	int done, failed, status;
-	char out[256];
-	struct lm_error e;
-};
-
-static void offline_wait_cb(void *arg, const struct host_run_result *r, const struct lm_error *err)
-{
-	struct offline_wait *w = arg;
-
-	w->done = 1;
-	if (err != NULL) {
-		w->failed = 1;
-		w->e = *err;
-		return;
-	}
-	w->status = r->status;
-	snprintf(w->out, sizeof(w->out), "%s", r->out);
-}
-
-/* Run argv on the host and wait: 0 with w filled (any exit status), or -1
- * with err. */
-static int offline_run_wait(struct cli_ctx *ctx, const char *const *argv, double timeout,
-			    struct offline_wait *w, struct lm_error *err)
-{
-	memset(w, 0, sizeof(*w));
-	if (host_run(cli_host(ctx), argv, timeout, offline_wait_cb, w) == NULL)
-		return lm_error_set(err, LM_ERR_NOMEM, "out of memory");
-	while (!w->done)
-		ev_run(ctx->loop, EVRUN_ONCE);
-	if (w->failed) {
-		*err = w->e;
-		return -1;
-	}
-	return 0;
-}
-
 /* The private directory: mkdtemp here, mktemp -d on an ssh host. */
 static int offline_make_dir(struct cli_ctx *ctx, struct cli_offline *o, struct lm_error *err)
 {
 	static const char *const argv[] = { "mktemp", "-d", "-t", "livemerge-offline.XXXXXX", NULL };
 	const char *tmp = getenv("TMPDIR");
-	struct offline_wait w;
+	char out[256];
 	size_t n;
+	int st;
 
 	if (o->t->ssh == NULL) {
 		if (asprintf(&o->dir, "%s/livemerge-offline.XXXXXX",
@@ -278,18 +242,18 @@ static int offline_make_dir(struct cli_ctx *ctx, struct cli_offline *o, struct l
 					    OFFLINE_DAEMON, strerror(e));
 		}
 	} else {
-		if (offline_run_wait(ctx, argv, ctx->timeout, &w, err) < 0) {
+		if (host_run_wait(cli_host(ctx), argv, ctx->timeout, &st, out, sizeof(out), err) < 0) {
 			lm_error_prefix(err, "cannot make a directory for %s on the host: ",
 					OFFLINE_DAEMON);
 			return -1;
 		}
-		n = strcspn(w.out, "\n");
-		w.out[n] = '\0';
-		if (w.status != 0 || w.out[0] != '/')
+		n = strcspn(out, "\n");
+		out[n] = '\0';
+		if (st != 0 || out[0] != '/')
 			return lm_error_set(err, LM_ERR_IO, "cannot make a directory for %s on the "
 					    "host: mktemp -d %s", OFFLINE_DAEMON,
-					    w.status != 0 ? "failed" : "answered no usable path");
-		if ((o->dir = strdup(w.out)) == NULL)
+					    st != 0 ? "failed" : "answered no usable path");
+		if ((o->dir = strdup(out)) == NULL)
 			abort();
 	}
 	if (strchr(o->dir, ',') != NULL || strlen(o->dir) > 80)
@@ -373,22 +337,22 @@ static void offline_holder(struct cli_ctx *ctx, struct cli_offline *o, char **la
 {
 	const char *argv[OFFLINE_MAX_LAYERS + 2] = { "fuser" };
 	long ours = offline_daemon_pid(ctx, o), pid;
-	struct offline_wait w;
 	struct lm_error e;
-	char comm[64], path[64], *p, *end;
+	char out[1024], comm[64], path[64], *p, *end;
 	enum host_file_kind kind;
-	int i;
+	int i, st = 0;
 	long n;
 
 	for (i = 0; layers[i] != NULL && i < OFFLINE_MAX_LAYERS; i++)
 		argv[i + 1] = layers[i];
 	argv[i + 1] = NULL;
-	if (offline_run_wait(ctx, argv, ctx->timeout, &w, &e) < 0 || (w.status != 0 && w.status != 1)) {
-		snprintf(buf, len, "which process holds it cannot be told: fuser %s on the host",
-			 w.status == 127 ? "is not" : "does not run");
+	if (host_run_wait(cli_host(ctx), argv, ctx->timeout, &st, out, sizeof(out), &e) < 0 ||
+	    (st != 0 && st != 1)) {
+		snprintf(buf, len, "which process holds it cannot be told: fuser is not on the "
+			 "host or failed");
 		return;
 	}
-	for (p = w.out;; p = end) {
+	for (p = out;; p = end) {
 		pid = strtol(p, &end, 10);
 		if (end == p)
 			break;
@@ -488,10 +452,10 @@ static void offline_free_layers(char **layers)
 static void offline_remove_dir(struct cli_ctx *ctx, struct cli_offline *o)
 {
 	static const char *const files[] = { "qmp.sock", "nbd.sock", "qsd.pid" };
-	struct offline_wait w;
 	struct lm_error e;
 	char path[300];
 	size_t i;
+	int st;
 
 	for (i = 0; o->dir != NULL && i < sizeof(files) / sizeof(files[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", o->dir, files[i]);
@@ -502,7 +466,7 @@ static void offline_remove_dir(struct cli_ctx *ctx, struct cli_offline *o)
 	} else if (o->dir != NULL) {
 		const char *argv[] = { "rmdir", "--", o->dir, NULL };
 
-		offline_run_wait(ctx, argv, ctx->timeout, &w, &e);
+		host_run_wait(cli_host(ctx), argv, ctx->timeout, &st, NULL, 0, &e);
 	}
 	free(o->dir);
 	o->dir = NULL;

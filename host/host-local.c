@@ -2,7 +2,8 @@
  * host/host-local: this machine as the VM's host. Files: lstat, open
  * without following a final symlink (checked to be the file lstat saw),
  * pread, unlink; each is one short system call, made from the loop. A
- * program: fork and exec in a process group of its own, stdout and stderr
+ * program: fork and exec in a process group of its own (a tied one also
+ * with PR_SET_PDEATHSIG, so it ends with us), stdout and stderr
  * read from pipes on the loop, its exit polled; on its time limit the
  * group is killed.
  */

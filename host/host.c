@@ -353,23 +353,8 @@ struct waiter {
 	enum host_file_kind kind;
 	void *buf;
 	size_t len;
+	int status; /* a program's */
 };
-
-static void wait_look_cb(void *arg, const struct host_file *f, const struct lm_error *err)
-{
-	struct waiter *w = arg;
-
-	w->done = 1;
-	if (err != NULL) {
-		w->failed = 1;
-		w->err = *err;
-		return;
-	}
-	w->kind = f->kind;
-	if (w->len > f->len)
-		w->len = f->len;
-	memcpy(w->buf, f->head, w->len);
-}
 
 static void wait_done_cb(void *arg, const struct lm_error *err)
 {
@@ -379,6 +364,35 @@ static void wait_done_cb(void *arg, const struct lm_error *err)
 	if (err != NULL) {
 		w->failed = 1;
 		w->err = *err;
+	}
+}
+
+static void wait_look_cb(void *arg, const struct host_file *f, const struct lm_error *err)
+{
+	struct waiter *w = arg;
+
+	wait_done_cb(arg, err);
+	if (err != NULL)
+		return;
+	w->kind = f->kind;
+	if (w->len > f->len)
+		w->len = f->len;
+	memcpy(w->buf, f->head, w->len);
+}
+
+static void wait_run_cb(void *arg, const struct host_run_result *r, const struct lm_error *err)
+{
+	struct waiter *w = arg;
+
+	wait_done_cb(arg, err);
+	if (err != NULL)
+		return;
+	w->status = r->status;
+	if (w->len > r->outlen + 1)
+		w->len = r->outlen + 1;
+	if (w->len > 0) {
+		memcpy(w->buf, r->out, w->len - 1);
+		((char *)w->buf)[w->len - 1] = '\0';
 	}
 }
 
@@ -412,4 +426,15 @@ int host_remove_wait(struct host *h, const char *path, struct lm_error *err)
 	struct waiter w = { 0 };
 
 	return wait_for(h, host_remove(h, path, wait_done_cb, &w), &w, err);
+}
+
+int host_run_wait(struct host *h, const char *const *argv, double timeout, int *status,
+		  char *out, size_t len, struct lm_error *err)
+{
+	struct waiter w = { .buf = out, .len = len };
+
+	if (wait_for(h, host_run(h, argv, timeout, wait_run_cb, &w), &w, err) < 0)
+		return -1;
+	*status = w.status;
+	return 0;
 }

@@ -122,5 +122,9 @@ void host_op_cancel(struct host_op *op);
 long host_look_wait(struct host *h, const char *path, void *buf, size_t len,
 		    enum host_file_kind *kind, struct lm_error *err);
 int host_remove_wait(struct host *h, const char *path, struct lm_error *err);
+/* host_run_wait: 0 with the program's exit status in *status and the start
+ * of its stdout in out (len bytes at most, NUL-terminated), or -1 with err. */
+int host_run_wait(struct host *h, const char *const *argv, double timeout, int *status,
+		  char *out, size_t len, struct lm_error *err);
 
 #endif
