@@ -209,7 +209,9 @@ static void offline_sleep(struct cli_ctx *ctx, double s)
 /* Why the daemon ended, for a message. */
 static void offline_ended_why(const struct cli_offline *o, char *buf, size_t len)
 {
-	if (o->run_failed)
+	if (o->run_failed && o->run_err.code == LM_ERR_IO)
+		snprintf(buf, len, "%s (is it on the host's PATH?)", o->run_err.msg);
+	else if (o->run_failed)
 		snprintf(buf, len, "%s", o->run_err.msg);
 	else if (o->status == 127)
 		snprintf(buf, len, "%s is not on the host's PATH", OFFLINE_DAEMON);
@@ -297,7 +299,7 @@ static int offline_spawn(struct cli_ctx *ctx, struct cli_offline *o, struct lm_e
 		if (host_look_wait(cli_host(ctx), sock, b, 0, &kind, err) < 0)
 			goto out;
 	}
-	if (o->ended && o->ready) {
+	if (o->ended) {
 		offline_ended_why(o, why, sizeof(why));
 		lm_error_set(err, LM_ERR_IO, "cannot start %s%s%s: %s", OFFLINE_DAEMON,
 			     o->t->ssh ? " on " : "", o->t->ssh ? host_where(cli_host(ctx)) : "", why);

@@ -17,7 +17,7 @@
 #                                     SIGKILL mid-commit: the daemon ends with the channel,
 #                                     recover over ssh rolls back
 #   bad targets and images, watch, a batch plan naming an offline target -> exit 2, nothing
-#                                     started
+#                                     started; no qemu-storage-daemon on PATH -> exit 3
 # Every daemon's directory is under $T/tmp (TMPDIR), so "a daemon left" is a process whose
 # command line names it, and "a directory left" is an entry there.
 # it-timeout: 240
@@ -261,6 +261,10 @@ for bad in "offline:" "offline:vda" "offline:1vda=$z" "offline:vda=$z,vda=$w" \
 	olm_expect 2 "$bad" chain
 	no_daemon_left "bad target $bad"
 done
+mkdir "$T/empty"
+OLM_ENV="PATH=$T/empty" olm_expect 3 "offline:vda=$I/x.1.qcow2" chain
+grep -q "cannot start qemu-storage-daemon" "$T/o.err" || it_fail "no daemon on PATH: not said: $(olm_report)"
+no_daemon_left "no daemon on PATH"
 olm_expect 2 watch --volume-cmd /bin/true
 grep -q "offline target's VM is stopped" "$T/o.err" || it_fail "watch: not refused as such: $(olm_report)"
 echo "{\"vms\":[{\"target\":\"$TG\",\"verb\":\"commit\",\"args\":[\"vda\"]}]}" >"$T/plan.json"
