@@ -3,7 +3,8 @@
 # qemu-storage-daemon livemerge starts for the one command. Two disks, chains of 4 layers
 # (mk_chain: layer i holds pattern 0x10+i at i MiB):
 #   chain                          -> both chains read from the images, no daemon left
-#   intermediate commit, each disk -> top's overlay re-pointed on disk, data through the top
+#   intermediate commit, each disk -> top's overlay re-pointed on disk, data through the top;
+#                                     livemerge SIGKILLed after the pivot: recover finishes it
 #   active commit of both at once  -> the new tops (the layer below) hold every pattern; the
 #                                     headers on disk say so (read back after the daemon)
 #   stream of both at once         -> flat images, qemu-img compare against raw references
@@ -128,8 +129,12 @@ no_daemon_left chain
 # ---------------------------------------------------------------- intermediate commit
 # (one disk a command: --top names one layer; a node name of one chain only)
 olm_expect 0 --json commit vda --top "$I/x.2.qcow2"
-olm_expect 0 --json commit vdb --top "$I/y.2.qcow2"
-it_assert_eq "$(files_of vdb)" "[\"$I/y.3.qcow2\",\"$I/y.1.qcow2\",\"$I/y.0.qcow2\"]" "intermediate commit: vdb's result"
+it_assert_eq "$(files_of vda)" "[\"$I/x.3.qcow2\",\"$I/x.1.qcow2\",\"$I/x.0.qcow2\"]" "intermediate commit: vda's result"
+# vdb's killed right after its pivot (the dismiss journaled): recover finds it done
+OLM_ENV=LIVEMERGE_CRASH_AT=dismiss olm_expect 137 --json commit vdb --top "$I/y.2.qcow2"
+no_daemon_left "SIGKILL after the pivot"
+olm_expect 0 recover
+grep -q "the operation is finished" "$T/o.err" || it_fail "recover after the pivot: not finished: $(olm_report)"
 for d in x y; do
 	it_assert_eq "$(chain_on_disk "$I/$d.3.qcow2")" "[\"$I/$d.3.qcow2\",\"$I/$d.1.qcow2\",\"$I/$d.0.qcow2\"]" "intermediate commit: $d's chain on disk"
 	data_ok "$I/$d.3.qcow2" 0 1 2 3
