@@ -222,13 +222,19 @@ done
 
 # ---------------------------------------------------------------- over ssh://
 ssh_setup
-# the host's shell makes the daemon's directory under $T/tmp too
-ssh_start sshd "SetEnv TMPDIR=$T/tmp"
+# the host's shell makes the daemon's directory under $T/tmp too, and runs the QEMU of the
+# test's PATH (build/qemu10/bin first for QEMU 10)
+ssh_start sshd "SetEnv TMPDIR=$T/tmp PATH=$PATH"
 SSHO=(--known-hosts "$SSH_KH" -i "$SSH_DIR/id_client")
 for d in z w; do
 	qemu-img convert -O raw "$I/$d.2.qcow2" "$T/$d.ref.raw"
 done
 TG=$(ssh_target "/offline:vda=$z,vdb=$w")
+# the daemon on the host is the QEMU under test
+want=$(qemu-storage-daemon --version | sed -n '1s/.*version \([0-9]*\.[0-9]*\.[0-9]*\).*/\1/p')
+olm_expect 0 "${SSHO[@]}" --version
+grep -q "^qemu $want " "$T/o.out" || it_fail "ssh: the host's daemon is not QEMU $want: $(olm_report)"
+no_daemon_left "ssh: --version"
 olm_expect 0 "${SSHO[@]}" --json commit vda vdb
 it_assert_eq "$(files_of vda)" "[\"$I/z.1.qcow2\",\"$I/z.0.qcow2\"]" "ssh: vda's result"
 for d in z w; do
