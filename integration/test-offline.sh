@@ -16,7 +16,8 @@
 #   the daemon killed mid-commit   -> exit 4; recover finishes; data checked
 #   over ssh:// (sshd on 127.0.0.1) -> active commit of both disks, data and headers checked;
 #                                     SIGKILL mid-commit: the daemon ends with the channel,
-#                                     recover over ssh rolls back
+#                                     recover over ssh rolls back; an image a QEMU holds is
+#                                     refused with the holder named
 #   bad targets and images, watch, a batch plan naming an offline target -> exit 2, nothing
 #                                     started; no qemu-storage-daemon on PATH -> exit 3
 # Every daemon's directory is under $T/tmp (TMPDIR), so "a daemon left" is a process whose
@@ -249,6 +250,15 @@ qemu_io_check "$I/w.1.qcow2" "write -P 0x5d 16M 8M"
 TG=$(ssh_target "/offline:vda=$I/z.1.qcow2,vdb=$I/w.1.qcow2")
 killed_mid_commit "ssh: SIGKILL mid-commit" 1 0x5c 0x5d "${SSHO[@]}"
 no_daemon_left "ssh: recover"
+# a QEMU holds an image on the host: refused, the holder named through the host's fuser
+start_vm_blockdev vm2 "$I/w.1.qcow2"
+read -r vmpid _ <"$T/vm2.pid"
+sums=$(cd "$I" && sha256sum z.* w.*)
+olm_expect 3 "${SSHO[@]}" commit vda vdb
+grep -q "pid $vmpid (qemu-system-x86" "$T/o.err" || it_fail "ssh: held image: the holder (pid $vmpid) is not named: $(olm_report)"
+it_assert_eq "$(cd "$I" && sha256sum z.* w.*)" "$sums" "ssh: held image: the images changed"
+no_daemon_left "ssh: held image"
+stop_vm vm2
 olm_expect 2 "ssh://root@127.0.0.1:$SSH_PORT/offline:vda=relative.qcow2" "${SSHO[@]}" chain
 grep -q "must be absolute" "$T/o.err" || it_fail "ssh: a relative path is not refused as such: $(olm_report)"
 
