@@ -12,6 +12,7 @@
 
 #include "../merge/query.h"
 #include "../transport/transport.h"
+#include "offline.h"
 
 int cli_exit_code(const struct lm_error *err)
 {
@@ -67,18 +68,25 @@ static void cli_state_cb(struct qmp_conn *c, const struct lm_error *err, void *a
 
 int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err)
 {
+	if (ctx->target == NULL)
+		return lm_error_set(err, LM_ERR_USAGE, "no monitor given: use -c TARGET (unix:PATH, "
+						      "tcp:HOST:PORT) or set LIVEMERGE_CONNECT");
+	if (cli_offline(ctx))
+		return cli_offline_start(ctx, err);
+	return cli_connect_monitor(ctx, ctx->target, err);
+}
+
+int cli_connect_monitor(struct cli_ctx *ctx, const char *target, struct lm_error *err)
+{
 	struct qmp_conn_opts opts = { .command_timeout = ctx->timeout, .trace = ctx->trace };
 	struct sync_wait w = { 0 };
 	struct tr *t;
 
-	if (ctx->target == NULL)
-		return lm_error_set(err, LM_ERR_USAGE, "no monitor given: use -c TARGET (unix:PATH, "
-						      "tcp:HOST:PORT) or set LIVEMERGE_CONNECT");
-	t = cli_transport(ctx, ctx->target, err);
+	t = cli_transport(ctx, target, err);
 	if (t == NULL)
 		return -1;
 	opts.connect_timeout = ctx->timeout;
-	if (strncmp(ctx->target, "ssh://", 6) == 0) /* the SSH setup has its own limit */
+	if (strncmp(target, "ssh://", 6) == 0) /* the SSH setup has its own limit */
 		opts.connect_timeout += ctx->ssh_timeout > 0 ? ctx->ssh_timeout : 15;
 	ctx->conn = qmp_conn_new(ctx->loop, t, &opts);
 	if (ctx->conn == NULL)
@@ -128,7 +136,9 @@ struct host *cli_host(struct cli_ctx *ctx)
 	struct tr_opts o = cli_tr_opts(ctx);
 	struct lm_error err;
 
-	if (ctx->host == NULL && (ctx->host = host_new(ctx->target, &o, &err)) == NULL) {
+	const char *where = cli_offline(ctx) ? cli_offline_host_target(ctx) : ctx->target;
+
+	if (ctx->host == NULL && (ctx->host = host_new(where, &o, &err)) == NULL) {
 		/* never this machine's files in place of the VM host's */
 		cli_error(EXIT_CONNECT, "%s", err.msg);
 		exit(EXIT_CONNECT);

@@ -49,6 +49,7 @@ struct cli_ctx {
 	struct merge_vm *vm;     /* the VM, while this process holds its lock (cli_journal_open) */
 	const char *volume_cmd;  /* --volume-cmd of the verb (recovery uses it too) */
 	double volume_timeout;
+	struct cli_offline *offline; /* an offline target's daemon (cli/offline.h) */
 };
 
 struct cmd_entry {
@@ -82,6 +83,10 @@ int cli_connect(struct cli_ctx *ctx);
 
 /* The same, quiet: 0 or -1 with err. */
 int cli_connect_ex(struct cli_ctx *ctx, struct lm_error *err);
+
+/* Connect to the monitor at target (not ctx->target: an offline target's
+ * daemon) and negotiate: 0 or -1 with err. */
+int cli_connect_monitor(struct cli_ctx *ctx, const char *target, struct lm_error *err);
 
 /* A transport for target (monitor or guest agent) with ctx's ssh options:
  * tr_new_ex on ctx->loop. NULL with err on failure. */
@@ -121,6 +126,10 @@ struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, in
 /* The first half of that: ask the connected VM who it is into ctx->vm and,
  * with verb, take its lock. EXIT_OK, or the exit code (message printed). */
 int cli_identify(struct cli_ctx *ctx, const char *verb);
+
+/* The target the VM's journal and lock are named by when QEMU tells no
+ * identity: ctx->target, or an offline target's key (its disks sorted). */
+const char *cli_vm_target(struct cli_ctx *ctx);
 
 /* If the journal shows an unfinished operation, reconcile it now. Returns
  * EXIT_OK when the VM is consistent (recovered or nothing to do), else the

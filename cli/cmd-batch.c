@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../merge/batch.h"
+#include "../merge/offline.h"
 #include "request.h"
 
 static int cmd_batch_exec(struct cli_ctx *ctx, int argc, char **argv);
@@ -264,6 +265,11 @@ static int batch_load(struct cli_ctx *ctx, const char *file, struct batch_plan *
 		if (p->vms[i].target == NULL || *p->vms[i].target == '\0') {
 			strcat(path, ".target");
 			return batch_bad(path, "missing or not a string");
+		}
+		if (merge_offline_is(p->vms[i].target)) {
+			strcat(path, ".target");
+			return batch_bad(path, "an offline target is not run from a plan: run "
+				      "livemerge -c offline:... VERB for it");
 		}
 		if (json_object_object_get_ex(vm, "qga", &v) && p->vms[i].qga == NULL) {
 			strcat(path, ".qga");

@@ -424,7 +424,7 @@ static int cmd_check_journal(struct cli_ctx *ctx, json_object **entries, int *fi
 
 	if (merge_journal_read_last(ctx->journal_dir, ctx->vm->key, entries, finished, err) < 0)
 		return -1;
-	merge_journal_target_stem(ctx->target, stem, sizeof(stem));
+	merge_journal_target_stem(cli_vm_target(ctx), stem, sizeof(stem));
 	if (strcmp(stem, ctx->vm->key) == 0 ||
 	    merge_journal_read_last(ctx->journal_dir, stem, &old, &old_finished, err) < 0)
 		return 0;

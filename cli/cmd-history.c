@@ -149,7 +149,7 @@ static struct merge_journal *cmd_history_journal(struct cli_ctx *ctx, int *code)
 
 	if (cli_connect_ex(ctx, &err) == 0)
 		return cli_journal_open(ctx, NULL, code);
-	merge_journal_target_stem(ctx->target, stem, sizeof(stem));
+	merge_journal_target_stem(cli_vm_target(ctx), stem, sizeof(stem));
 	if (merge_journal_dir(ctx->journal_dir, dir, sizeof(dir), &e2) == 0 &&
 	    asprintf(&path, "%s/%s.journal", dir, stem) > 0 && access(path, F_OK) == 0)
 		j = merge_journal_open_stem(ctx->journal_dir, stem, &e2);

@@ -9,6 +9,7 @@
 #include "../merge/recover.h"
 #include "../merge/vmlock.h"
 #include "cli.h"
+#include "offline.h"
 
 static int cmd_recover_exec(struct cli_ctx *ctx, int argc, char **argv);
 
@@ -35,6 +36,9 @@ const struct cmd_entry cmd_recover_entry = {
 		"While it runs it holds the VM's lock: another livemerge acting on the VM,\n"
 		"through any monitor, refuses at once (exit 2, naming this one's pid and verb)\n"
 		"or, with --wait-lock SECS, waits for it.\n"
+		"On an offline target (-c offline:DISK=PATH,...) the same target as the\n"
+		"interrupted verb's: a storage daemon is started for it and opens the tops,\n"
+		"whose headers show what reached the images.\n"
 		"Exit: 0 consistent (recovered or nothing to do), 2 the VM is busy with another\n"
 		"livemerge, 3 cannot connect, 4 a chain is neither as before nor as expected\n"
 		"(the message names it).\n",
@@ -61,12 +65,18 @@ static void cli_claim_cb(struct merge_vm *vm, const struct lm_error *err, void *
 		w->err = *err;
 }
 
+const char *cli_vm_target(struct cli_ctx *ctx)
+{
+	/* an offline VM's: keyed by its top images, whatever their order */
+	return cli_offline(ctx) ? cli_offline_target(ctx)->key : ctx->target;
+}
+
 int cli_identify(struct cli_ctx *ctx, const char *verb)
 {
 	struct cli_claim w = { .ctx = ctx };
 	struct merge_vm_claim_opts o = {
 		.dir = ctx->journal_dir,
-		.target = ctx->target,
+		.target = cli_vm_target(ctx),
 		.verb = verb,
 		.wait_lock = ctx->wait_lock,
 		.message = cli_claim_msg,
@@ -95,7 +105,7 @@ struct merge_journal *cli_journal_open(struct cli_ctx *ctx, const char *verb, in
 
 	if ((*code = cli_identify(ctx, verb)) != EXIT_OK)
 		return NULL;
-	j = merge_vm_journal_open(ctx->journal_dir, ctx->vm, ctx->target, &err);
+	j = merge_vm_journal_open(ctx->journal_dir, ctx->vm, cli_vm_target(ctx), &err);
 	if (j == NULL)
 		*code = cli_error(EXIT_FAILED, "%s (nothing was sent)", err.msg);
 	return j;

@@ -11,6 +11,7 @@
 #include "../merge/journal.h"
 #include "../merge/watch.h"
 #include "cli.h"
+#include "offline.h"
 
 static int cmd_watch_exec(struct cli_ctx *ctx, int argc, char **argv);
 
@@ -215,6 +216,9 @@ static int cmd_watch_exec(struct cli_ctx *ctx, int argc, char **argv)
 	if (a.cmd == NULL)
 		return cli_error(EXIT_USAGE, "watch: --volume-cmd CMD is required (the program that "
 					     "extends a volume: see README, \"Volume commands\")");
+	if (cli_offline(ctx))
+		return cli_error(EXIT_USAGE, "watch: an offline target's VM is stopped: no guest "
+					     "writes to watch");
 	if (a.chunk == 0)
 		a.chunk = MERGE_VOLUME_CHUNK;
 	if (a.headroom == 0)

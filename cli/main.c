@@ -7,6 +7,7 @@
 #include "../merge/journal.h"
 #include "../merge/vmlock.h"
 #include "cli.h"
+#include "offline.h"
 
 #ifndef LM_VERSION
 #define LM_VERSION "0.0"
@@ -27,7 +28,10 @@ static void main_usage(FILE *f)
 	fputs("\nOptions:\n"
 	      "  -c, --connect TARGET  the QMP monitor: unix:PATH, a socket path,\n"
 	      "                        tcp:HOST:PORT or ssh://[USER@]HOST[:PORT]/PATH\n"
-	      "                        (default: $LIVEMERGE_CONNECT)\n"
+	      "                        (default: $LIVEMERGE_CONNECT); a stopped VM's chains:\n"
+	      "                        offline:DISK=PATH[,DISK=PATH...] (PATH its top image;\n"
+	      "                        after ssh://[USER@]HOST[:PORT]/ on that host), run by a\n"
+	      "                        qemu-storage-daemon started for the one command\n"
 	      "  --json                machine-readable output, one JSON object a line\n"
 	      "  --timeout SECS        connect and per-command timeout (default 30)\n"
 	      "  --dry-run             print what would be sent, send nothing that changes state\n"
@@ -157,6 +161,7 @@ int main(int argc, char **argv)
 			vargv[k++] = argv[j];
 		ctx.loop = EV_DEFAULT;
 		r = cmd->exec(&ctx, vargc, vargv);
+		cli_offline_stop(&ctx); /* an offline target's daemon, on every path */
 		host_free(ctx.host);
 		qmp_conn_free(ctx.conn);
 		merge_vm_free(ctx.vm); /* its lock */

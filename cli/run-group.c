@@ -17,6 +17,7 @@
 #include "../merge/group.h"
 #include "../merge/journal.h"
 #include "../merge/recover.h"
+#include "offline.h"
 #include "run-group.h"
 
 struct bar {
@@ -40,6 +41,7 @@ struct run {
 	int interrupted;
 	int may_retry; /* a lost monitor is worth a reconnect */
 	int conn_lost; /* it was lost: the result is not final */
+	json_object *result; /* the last result, for an offline target's check */
 };
 
 static void run_bars_clear(struct run *r)
@@ -232,6 +234,8 @@ static void run_done_cb(const struct merge_result *res, void *arg)
 
 	r->done = 1;
 	r->outcome = res->outcome;
+	json_object_put(r->result);
+	r->result = json_object_get(res->json);
 	if (res->outcome == MERGE_UNKNOWN && r->may_retry && !r->interrupted &&
 	    (res->err->code == LM_ERR_EOF || res->err->code == LM_ERR_IO)) {
 		r->conn_lost = 1;
@@ -255,6 +259,10 @@ static void run_done_cb(const struct merge_result *res, void *arg)
 	cli_error(0, "%s", res->err->msg);
 	if (res->outcome == MERGE_FAILED)
 		cli_error(0, "rolled back: every chain is as it was");
+	else if (res->outcome == MERGE_UNKNOWN && cli_offline(r->ctx))
+		/* its daemon is gone with its jobs: the images and the journal tell */
+		cli_error(0, "the chains may have changed: run 'livemerge -c %s recover' to "
+			     "finish or roll back the operation", r->ctx->target);
 	else if (res->outcome == MERGE_UNKNOWN)
 		cli_error(0, "the chains may have changed: check with 'livemerge chain' and "
 			     "'livemerge jobs'");
@@ -338,7 +346,9 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 	ev_signal_start(ctx->loop, &r->sigterm);
 	for (attempt = 0;; attempt++) {
 		r->done = r->conn_lost = 0;
-		r->may_retry = journal != NULL && attempt < 3;
+		/* a storage daemon of ours that died is not started again under a job:
+		 * as a QEMU that died, the journal and recover finish the operation */
+		r->may_retry = journal != NULL && attempt < 3 && !cli_offline(ctx);
 		r->g = merge_group_start(ctx->conn, &jreq, &cbs, r, &err);
 		if (r->g == NULL) {
 			code = cli_report(&err);
@@ -370,7 +380,10 @@ int cli_run_group(struct cli_ctx *ctx, const struct merge_request *req)
 	}
 	ev_signal_stop(ctx->loop, &r->sigint);
 	ev_signal_stop(ctx->loop, &r->sigterm);
+	if (code == EXIT_OK && cli_offline(ctx) && !ctx->dry_run && r->result != NULL)
+		code = cli_offline_verify(ctx, r->result); /* the images, read back */
 out:
+	json_object_put(r->result);
 	merge_journal_close(journal);
 	for (i = 0; i < r->nbars; i++)
 		free(r->bars[i].disk);

@@ -25,6 +25,7 @@ struct host_op {
 	size_t head; /* LOOK: bytes wanted */
 	int follow;  /* LOOK: a final symlink to a block device is followed */
 	char **argv; /* RUN */
+	int tied;    /* RUN: the program ends with this process (host_run_tied) */
 	double timeout;
 	host_look_cb *look_cb;
 	host_done_cb *done_cb;

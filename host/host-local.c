@@ -2,7 +2,8 @@
  * host/host-local: this machine as the VM's host. Files: lstat, open
  * without following a final symlink (checked to be the file lstat saw),
  * pread, unlink, a directory read whole; each is short, made from the loop. A
- * program: fork and exec in a process group of its own, stdout and stderr
+ * program: fork and exec in a process group of its own (a tied one also
+ * with PR_SET_PDEATHSIG, so it ends with us), stdout and stderr
  * read from pipes on the loop, its exit polled; on its time limit the
  * group is killed.
  */
@@ -14,6 +15,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -240,7 +242,7 @@ static void run_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void local_run(struct host_op *op)
 {
 	int out[2] = { -1, -1 }, errp[2] = { -1, -1 }, null;
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
 	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
 		int e = errno;
@@ -258,6 +260,10 @@ static void local_run(struct host_op *op)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		setpgid(0, 0);
+		/* tied: SIGTERM when we end (the group is its own, so a signal to
+		 * ours would miss it); we may have ended before the prctl */
+		if (op->tied && (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent))
+			_exit(126);
 		null = open("/dev/null", O_RDONLY);
 		if (null >= 0)
 			dup2(null, 0);

@@ -373,8 +373,8 @@ struct host_op *host_remove(struct host *h, const char *path, host_done_cb *cb, 
 	return op;
 }
 
-struct host_op *host_run(struct host *h, const char *const *argv, double timeout,
-			 host_run_cb *cb, void *arg)
+static struct host_op *run_new(struct host *h, const char *const *argv, double timeout,
+			       int tied, host_run_cb *cb, void *arg)
 {
 	struct host_op *op = op_new(h, HOP_RUN, timeout, arg);
 	size_t n = 0, i;
@@ -393,8 +393,21 @@ struct host_op *host_run(struct host *h, const char *const *argv, double timeout
 			return NULL;
 		}
 	op->run_cb = cb;
+	op->tied = tied;
 	op_go(op);
 	return op;
+}
+
+struct host_op *host_run(struct host *h, const char *const *argv, double timeout,
+			 host_run_cb *cb, void *arg)
+{
+	return run_new(h, argv, timeout, 0, cb, arg);
+}
+
+struct host_op *host_run_tied(struct host *h, const char *const *argv, double timeout,
+			      host_run_cb *cb, void *arg)
+{
+	return run_new(h, argv, timeout, 1, cb, arg);
 }
 
 void host_op_cancel(struct host_op *op)
@@ -433,23 +446,8 @@ struct waiter {
 	enum host_file_kind kind;
 	void *buf;
 	size_t len;
+	int status; /* a program's */
 };
-
-static void wait_look_cb(void *arg, const struct host_file *f, const struct lm_error *err)
-{
-	struct waiter *w = arg;
-
-	w->done = 1;
-	if (err != NULL) {
-		w->failed = 1;
-		w->err = *err;
-		return;
-	}
-	w->kind = f->kind;
-	if (w->len > f->len)
-		w->len = f->len;
-	memcpy(w->buf, f->head, w->len);
-}
 
 static void wait_done_cb(void *arg, const struct lm_error *err)
 {
@@ -459,6 +457,35 @@ static void wait_done_cb(void *arg, const struct lm_error *err)
 	if (err != NULL) {
 		w->failed = 1;
 		w->err = *err;
+	}
+}
+
+static void wait_look_cb(void *arg, const struct host_file *f, const struct lm_error *err)
+{
+	struct waiter *w = arg;
+
+	wait_done_cb(arg, err);
+	if (err != NULL)
+		return;
+	w->kind = f->kind;
+	if (w->len > f->len)
+		w->len = f->len;
+	memcpy(w->buf, f->head, w->len);
+}
+
+static void wait_run_cb(void *arg, const struct host_run_result *r, const struct lm_error *err)
+{
+	struct waiter *w = arg;
+
+	wait_done_cb(arg, err);
+	if (err != NULL)
+		return;
+	w->status = r->status;
+	if (w->len > r->outlen + 1)
+		w->len = r->outlen + 1;
+	if (w->len > 0) {
+		memcpy(w->buf, r->out, w->len - 1);
+		((char *)w->buf)[w->len - 1] = '\0';
 	}
 }
 
@@ -492,4 +519,15 @@ int host_remove_wait(struct host *h, const char *path, struct lm_error *err)
 	struct waiter w = { 0 };
 
 	return wait_for(h, host_remove(h, path, wait_done_cb, &w), &w, err);
+}
+
+int host_run_wait(struct host *h, const char *const *argv, double timeout, int *status,
+		  char *out, size_t len, struct lm_error *err)
+{
+	struct waiter w = { .buf = out, .len = len };
+
+	if (wait_for(h, host_run(h, argv, timeout, wait_run_cb, &w), &w, err) < 0)
+		return -1;
+	*status = w.status;
+	return 0;
 }

@@ -123,6 +123,16 @@ struct host_op *host_run(struct host *h, const char *const *argv, double timeout
  * TIMEOUT, EOF. */
 int64_t host_device_size_wait(struct host *h, const char *path, struct lm_error *err);
 
+/*
+ * As host_run, for a program that must not outlive this process (a daemon
+ * started for one command, with a long timeout): here it gets SIGTERM when
+ * livemerge ends, however it ends, SIGKILL included (PR_SET_PDEATHSIG);
+ * over ssh the end of its channel (livemerge gone and its connection with
+ * it) makes the host's shell send it SIGTERM, as on a cancel.
+ */
+struct host_op *host_run_tied(struct host *h, const char *const *argv, double timeout,
+			      host_run_cb *cb, void *arg);
+
 /* Stop an operation that has not called back yet; it never will. A
  * program still running is stopped as on a timeout. */
 void host_op_cancel(struct host_op *op);
@@ -136,5 +146,9 @@ void host_op_cancel(struct host_op *op);
 long host_look_wait(struct host *h, const char *path, void *buf, size_t len,
 		    enum host_file_kind *kind, struct lm_error *err);
 int host_remove_wait(struct host *h, const char *path, struct lm_error *err);
+/* host_run_wait: 0 with the program's exit status in *status and the start
+ * of its stdout in out (len bytes at most, NUL-terminated), or -1 with err. */
+int host_run_wait(struct host *h, const char *const *argv, double timeout, int *status,
+		  char *out, size_t len, struct lm_error *err);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -547,6 +548,105 @@ static void test_free_pending(void **state)
 	assert_int_equal(s.calls <= 1, 1); /* the look may have ended first */
 }
 
+static void test_run_wait(void **state)
+{
+	struct fix *f = *state;
+	const char *prog[] = { "printf", "abcdef", NULL };
+	const char *missing[] = { "/nonexistent/lm-no-such-program", NULL };
+	struct lm_error err;
+	char out[4];
+	int st = -2;
+
+	assert_int_equal(host_run_wait(f->h, prog, 5, &st, out, sizeof(out), &err), 0);
+	assert_int_equal(st, 0);
+	assert_string_equal(out, "abc"); /* cut to fit, NUL-terminated */
+	assert_int_equal(host_run_wait(f->h, prog, 5, &st, NULL, 0, &err), 0);
+	assert_int_equal(host_run_wait(f->h, missing, 5, &st, out, sizeof(out), &err), -1);
+	assert_int_equal(err.code, LM_ERR_IO);
+}
+
+/* 1 while pid runs (a zombie does not). */
+static int running(pid_t pid)
+{
+	char path[64], stat[256], *p;
+	FILE *fp;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fp = fopen(path, "r")) == NULL)
+		return 0;
+	n = fread(stat, 1, sizeof(stat) - 1, fp);
+	fclose(fp);
+	stat[n] = '\0';
+	p = strrchr(stat, ')');
+	return p != NULL && p[1] == ' ' && p[2] != 'Z';
+}
+
+/*
+ * A process that starts `sleep` through the host layer (tied or not) and is
+ * then SIGKILLed: the pid of its sleep, which is then checked. The process
+ * is a child of ours with a loop of its own.
+ */
+static pid_t sleep_of_killed(struct fix *f, int tied)
+{
+	const char *argv[] = { "sh", "-c", "echo $$ > pid.tmp && mv pid.tmp pid && exec sleep 30",
+			       NULL };
+	char path[128], buf[32];
+	pid_t child, pid = 0;
+	FILE *fp;
+	int i;
+
+	snprintf(path, sizeof(path), "%s/pid", f->dir);
+	unlink(path);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+		struct host *h;
+		struct lm_error err;
+
+		if (chdir(f->dir) < 0 || loop == NULL || (h = host_new_local(loop, &err)) == NULL ||
+		    (tied ? host_run_tied : host_run)(h, argv, 60, run_cb, NULL) == NULL)
+			_exit(1);
+		for (;;)
+			ev_run(loop, EVRUN_ONCE);
+	}
+	for (i = 0; i < 500 && pid == 0; i++) {
+		if ((fp = fopen(path, "r")) != NULL) {
+			if (fgets(buf, sizeof(buf), fp) != NULL)
+				pid = (pid_t)atoi(buf);
+			fclose(fp);
+		}
+		if (pid == 0)
+			usleep(10000);
+	}
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	assert_true(pid > 0);
+	return pid;
+}
+
+static void test_run_tied(void **state)
+{
+	struct fix *f = *state;
+	pid_t pid;
+	int i;
+
+	/* tied: it ends with the process that started it, SIGKILL and all */
+	pid = sleep_of_killed(f, 1);
+	for (i = 0; i < 200 && running(pid); i++)
+		usleep(10000);
+	if (running(pid)) {
+		kill(pid, SIGKILL);
+		fail_msg("a tied program outlived the process that started it");
+	}
+	/* not tied: it runs on (in its own process group), as a time-limited command may */
+	pid = sleep_of_killed(f, 0);
+	usleep(300000);
+	assert_true(running(pid));
+	kill(pid, SIGKILL);
+}
+
 static void test_new_bad(void **state)
 {
 	struct lm_error err;
@@ -579,6 +679,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_run_timeout, setup_default, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup_default, teardown),
 		cmocka_unit_test_setup_teardown(test_free_pending, setup_default, teardown),
+		cmocka_unit_test_setup_teardown(test_run_wait, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_tied, setup, teardown),
 		cmocka_unit_test(test_new_bad),
 	};
 
