@@ -7,8 +7,8 @@ pkgs="gcc make pkg-config libjson-c-dev libev-dev libssh2-1-dev"
 case $what in
 # mandoc: integration/test-man.sh lints doc/livemerge.1, and its lint looks up each manual
 # the page refers to: qemu-img(1), qemu-storage-daemon(1), ssh(1) and ssh-agent(1) come with
-# qemu-utils, qemu-system-x86 and openssh-server, virsh(1) with libvirt-clients.
-check) pkgs="$pkgs libcmocka-dev qemu-system-x86 qemu-utils openssh-server socat jq bc time clang libclang-rt-14-dev qemu-guest-agent e2fsprogs mandoc libvirt-clients" ;;
+# qemu-utils, qemu-system-x86 and openssh-server.
+check) pkgs="$pkgs libcmocka-dev qemu-system-x86 qemu-utils openssh-server socat jq bc time clang libclang-rt-14-dev qemu-guest-agent e2fsprogs mandoc" ;;
 demo) pkgs="$pkgs qemu-system-x86 qemu-utils" ;;
 # QEMU 10.0 unpacked by scripts/qemu10.sh runs with the system's shared libraries: on Debian 12
 # exactly those that 7.2's packages bring. A library a later backport needs goes here.
