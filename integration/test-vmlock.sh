@@ -12,7 +12,8 @@
 #      ssh:// to B's socket; a snapshot with --wait-lock 90 waits, says so, and runs after A
 #      ended (its intent after A's end in the one journal, named after the UUID).
 #   2. a commit through A SIGKILLed after its finalize is journaled (LIVEMERGE_CRASH_AT):
-#      `recover` through B finishes it (the lock did not outlive the killed holder).
+#      `recover` through B finishes it (the lock did not outlive the killed holder);
+#      `history` through A and over ssh:// to B shows the same chain states.
 #   3. a commit through A SIGKILLed after its intent; the journal renamed to the name an older
 #      livemerge gave it (after monitor A): `recover` through A finds it and rolls back, the
 #      file now named after the UUID.
@@ -172,6 +173,17 @@ if ((LM_RC != 0)) || ! grep -q 'nothing to recover' "$T/lm.err"; then
 	it_fail "a second recover through B: $(lm_report)"
 fi
 hmp_reads vm vda "read -P 0x10 0 1M" vda "read -P 0x11 1M 1M" vda "read -P 0xb2 2M 1M" vda "read -P 0xa1 8M 24M"
+
+# history: the one journal's chain states, the same through A and through ssh:// to B
+lmx "$A" --json history
+((LM_RC == 0)) || it_fail "history through A: $(lm_report)"
+hist_a=$(jq -c 'select(.type == "state") | [.op, .verb, [.disks[].chain[].filename]]' "$T/lm.out")
+(($(wc -l <<<"$hist_a") >= 3)) || it_fail "history through A: fewer than 3 states: $hist_a"
+it_assert_eq "$(tail -n 1 <<<"$hist_a" | jq -r '.[1]')" recover "history through A: the last state's verb"
+lms -c "$(ssh_target "$B")" -i "$SSH_DIR/id_client" --known-hosts "$SSH_KH" --journal "$J" --json history
+((LMS_RC == 0)) || it_fail "history over ssh: $(lms_report)"
+it_assert_eq "$(jq -c 'select(.type == "state") | [.op, .verb, [.disks[].chain[].filename]]' "$T/lm.out")" \
+	"$hist_a" "history over ssh:// to B"
 
 # ---------------------------------------------------------------- 3. an older journal, named after monitor A
 lmx "$A" snapshot "vda=$T/img/vda.s2.qcow2"
