@@ -3,7 +3,9 @@
 # QEMU driver host_device), on a VM (-blockdev) and on qemu-storage-daemon:
 #   vm  vda: raw base (64M device) <- qcow2 (32M device) <- qcow2 top (32M device)
 #       vdb: qcow2 base (32M device) <- qcow2 top (16M device)
-#   qsd disk0: qcow2 base (80M device) <- qcow2 top (32M device), exported over NBD
+#   qsd disk0: qcow2 base (80M device) <- qcow2 top (32M device), exported over NBD; disk1 a
+#       qcow2 file. A snapshot the daemon refuses after livemerge formatted an empty device:
+#       the device is wiped back to zeros on the host (the daemon has no HMP)
 # Each layer gets its pattern with qemu-io before QEMU starts. `chain` and `chain --json`
 # must show every layer as "block" with its virtual size, the device's byte size and 0
 # allocated (nothing written since QEMU opened it); after a live write, the top's allocated
@@ -139,14 +141,27 @@ qemu-img create -q -f qcow2 "$f" 64M
 blk_io qcow2 "$f" "write -P 0x30 0 1M"
 qemu-img create -q -f qcow2 -b "$f" -F qcow2 "$g" 64M
 blk_io qcow2 "$g" "write -P 0x31 1M 1M"
+h=$T/qs-h.qcow2
+qemu-img create -q -f qcow2 "$h" 64M
 it__launch qs "$T/qs.qmp" qemu-storage-daemon \
 	--chardev "socket,path=$T/qs.qmp,server=on,wait=off,id=m" --monitor chardev=m \
 	--nbd-server "addr.type=unix,addr.path=$T/qs.nbd" \
 	--blockdev "driver=host_device,filename=$g,node-name=disk0-file" \
 	--blockdev "driver=qcow2,file=disk0-file,node-name=disk0" \
-	--export "type=nbd,id=exp0,node-name=disk0,writable=on"
+	--export "type=nbd,id=exp0,node-name=disk0,writable=on" \
+	--blockdev "driver=file,filename=$h,node-name=disk1-file" \
+	--blockdev "driver=qcow2,file=disk1-file,node-name=disk1" \
+	--export "type=nbd,id=exp1,node-name=disk1,writable=on"
 LM_SOCK=$T/qs.qmp
 it_assert_eq "$(layers exp0)" "$(want_layer "$g" $V; want_layer "$f" $V)" "qsd: exp0's layers"
+# a snapshot the daemon refuses (exp1's overlay cannot be made) after livemerge formatted
+# an empty device for exp0: the daemon has no HMP, so the host writes the zeros back
+ovq=$(blk_loop ovq 32M)
+before=$(state_of "$LM_SOCK")
+lm_expect 1 snapshot "exp0=$ovq" "exp1=$T/no/such/dir/exp1.s1.qcow2"
+grep -q "wiping .* on its host" "$T/lm.err" || it_fail "qsd: the refused snapshot: no wipe of $ovq on the host: $(lm_report)"
+it_assert_eq "$(head -c $((4 * MIB)) "$ovq" | tr -d '\0' | wc -c)" 0 "qsd: non-zero bytes left on $ovq"
+assert_state_unchanged "$LM_SOCK" "$before" "qsd: the refused snapshot"
 nbd_write "$T/qs.nbd" disk0 0x32 $((4 * MIB)) $MIB
 alloc=$(chain_json exp0 | jq -r '.chain[0].allocated')
 ((alloc > 2 * MIB)) || it_fail "qsd: top allocated $alloc after a write"

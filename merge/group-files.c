@@ -22,6 +22,7 @@ struct g_hop {
 	char *path;
 	void (*look)(struct g_hop *h, const struct host_file *f, const struct lm_error *err);
 	void (*done)(struct g_hop *h, const struct lm_error *err);
+	void (*gdone)(struct merge_group *g, struct gjob *j, const struct lm_error *err);
 	struct g_hop *next;
 };
 
@@ -143,6 +144,46 @@ static int g_remove_volume(struct merge_group *g, struct gjob *j, int k, const c
 		return 0;
 	g_hop_end(h);
 	g_leave(g, j, path, e.msg);
+	return -1;
+}
+
+static void g_hop_run_cb(void *arg, const struct host_run_result *r, const struct lm_error *err)
+{
+	struct lm_error e;
+
+	if (err == NULL && r->status != 0) {
+		lm_error_set(&e, LM_ERR_IO, "dd exited with %d%s%s", r->status,
+			     r->err_last[0] ? ": " : "", r->err_last);
+		err = &e;
+	}
+	g_hop_done_cb(arg, err);
+}
+
+static void g_hop_gdone(struct g_hop *h, const struct lm_error *err)
+{
+	h->gdone(h->g, h->j, err);
+}
+
+int g_zero_device(struct merge_group *g, struct gjob *j, const char *path, int64_t len,
+		  void (*cb)(struct merge_group *, struct gjob *, const struct lm_error *))
+{
+	struct g_hop *h = g_hop_new(g, j, -1, path);
+	char of[4200], count[32];
+	const char *argv[] = { "dd", "if=/dev/zero", of, "bs=65536", count, "conv=notrunc,fsync",
+			       "status=none", NULL };
+
+	if (h == NULL) {
+		g_errorf(g, LM_ERR_NOMEM, "out of memory");
+		return -1;
+	}
+	h->done = g_hop_gdone;
+	h->gdone = cb;
+	snprintf(of, sizeof(of), "of=%s", path);
+	snprintf(count, sizeof(count), "count=%lld", (long long)((len + 65535) / 65536));
+	if ((h->op = host_run(g_host(g), argv, 60, g_hop_run_cb, h)) != NULL)
+		return 0;
+	g_hop_end(h);
+	g_errorf(g, LM_ERR_NOMEM, "out of memory");
 	return -1;
 }
 

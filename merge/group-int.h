@@ -67,6 +67,7 @@ struct gjob {
 	int ov_file_added, ov_formatted, ov_added; /* done so far, undone on failure */
 	char *ov_file_node;
 	int64_t need;        /* commit into a block device: the bytes it must hold */
+	int64_t wipe_len;    /* snapshot undo: the bytes to write zeros over */
 	int64_t grown;       /* ... and the size the preparation grew it to */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;
@@ -266,6 +267,11 @@ void g_check_overlays(struct merge_group *g);
 void g_remove_our_overlays(struct merge_group *g);
 void g_delete_removed(struct merge_group *g);
 void g_hops_cancel(struct merge_group *g);
+/* Write len bytes of zeros at the start of the device at path, on the host
+ * (dd there): a device this run formatted, wiped where QEMU cannot (no
+ * HMP). cb gets the outcome. 0, or -1 (out of memory: err set). */
+int g_zero_device(struct merge_group *g, struct gjob *j, const char *path, int64_t len,
+		  void (*cb)(struct merge_group *, struct gjob *, const struct lm_error *));
 int g_hops_hold_finish(struct merge_group *g);
 
 /* group-resolve.c */

@@ -29,6 +29,10 @@
 #include <string.h>
 
 #define VOL_HEAD 65536 /* what must be zeros on an overlay device */
+/* the most a wipe writes: creating a qcow2 writes its header, refcount
+ * table and block and L1 table, far less (QEMU's count is not trusted
+ * beyond it) */
+#define VOL_WIPE_MAX ((int64_t)16 << 20)
 
 /* A block-device layer kept ahead of the writes (see "watermarks"). */
 struct g_mark {
@@ -428,7 +432,38 @@ static void g_undo_vol_done(void *arg, const struct lm_error *err)
 	g_unref(g);
 }
 
-/* The device's written range is known: zero it (HMP), then release it. */
+/* Zeros written on the host: the next undo step. */
+static void g_wiped_on_host(struct merge_group *g, struct gjob *j, const struct lm_error *err)
+{
+	if (err != NULL)
+		g_msg(g, "%s: left %s formatted: %s", j->name, j->overlay, err->msg);
+	g_volumes_undo_next(g);
+}
+
+/* QEMU cannot write zeros over the device (a storage daemon has no HMP):
+ * the host does, over the same range. */
+static void g_wipe_on_host(struct merge_group *g, struct gjob *j)
+{
+	g_msg(g, "%s: wiping the %lld bytes this run wrote on %s, on its host", j->name,
+	      (long long)j->wipe_len, j->overlay);
+	if (g_zero_device(g, j, j->overlay, j->wipe_len, g_wiped_on_host) < 0)
+		g_volumes_undo_next(g);
+}
+
+static void g_wiped(struct merge_group *g, struct gjob *j, json_object *ret,
+		    const struct lm_error *err)
+{
+	(void)ret;
+	if (err != NULL && g_is_conn_error(err))
+		return g_conn_lost(g, err);
+	if (err != NULL)
+		return g_wipe_on_host(g, j);
+	g_volumes_undo_next(g);
+}
+
+/* The device's written range is known (QEMU's count, capped at what making
+ * a qcow2 on it can have written): zero it through HMP, else on the host;
+ * then release it. */
 static void g_wipe_stats(struct merge_group *g, struct gjob *j, json_object *ret,
 			 const struct lm_error *err)
 {
@@ -438,18 +473,17 @@ static void g_wipe_stats(struct merge_group *g, struct gjob *j, json_object *ret
 	if (err != NULL && g_is_conn_error(err))
 		return g_conn_lost(g, err);
 	j->ov_formatted = 0;
-	c = xl_zero_hmp(j->ov_file_node, n > 0 ? n : VOL_HEAD);
+	j->wipe_len = n > 0 && n < VOL_WIPE_MAX ? n : n > 0 ? VOL_WIPE_MAX : VOL_HEAD;
+	c = xl_zero_hmp(j->ov_file_node, j->wipe_len);
 	if (c.args == NULL || g->flush_by_reopen) {
 		json_object_put(c.args);
-		g_msg(g, "%s: left %s formatted (this QEMU cannot write zeros over it)", j->name,
-		      j->overlay);
-		return g_volumes_undo_next(g);
+		return g_wipe_on_host(g, j);
 	}
-	if (g_send(g, c, 1, j, g_undo_step_done) < 0)
+	if (g_send(g, c, 1, j, g_wiped) < 0)
 		g_conn_lost(g, &g->err);
 	else
 		g_msg(g, "%s: wiping the %lld bytes this run wrote on %s", j->name,
-		      (long long)(n > 0 ? n : VOL_HEAD), j->overlay);
+		      (long long)j->wipe_len, j->overlay);
 }
 
 /* Undo, last disk first, one step at a time: the qcow2 node, the wipe, the
