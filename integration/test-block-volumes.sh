@@ -9,7 +9,8 @@
 # 2. snapshot onto a path that does not exist, with --volume-cmd: created, then formatted.
 # 3. a transaction QEMU refuses (the other disk's overlay cannot be made): the device this
 #    run formatted is wiped back to zeros, the volume it created removed, chains as before.
-# 4. commit of three layers into a base device too small for them: without --volume-cmd
+# 4. commit of three layers into a base device too small for them (grown to the layers'
+#    image ends read on the host plus a chunk, not their devices' sizes): without --volume-cmd
 #    refused (exit 2, the bytes needed, nothing sent); with a volume command that refuses:
 #    exit 1 with its last stderr line, nothing changed; with volume-loop: extended first,
 #    merged, data checked; --delete removes the layers that are volumes with CMD remove.
@@ -160,10 +161,20 @@ it_assert_eq "$(blk_size "$(readlink "$T/v/b0")")" "$size_b0" "the base after a 
 
 # killed right after the extend, before the job starts: recover leaves the base grown and
 # every chain as it was
-LIVEMERGE_CRASH_AT=start lm commit vdc --top "$T/v/l3" --base "$T/v/b0" --volume-cmd "$VCMD"
+# The base is grown to what the commit brings into it: each layer's image end read on the
+# host (qemu-img check's "image end offset"), not each device's size (4 + 3 x 16 MiB), plus
+# one chunk for the active commit.
+need=$((8 * MIB))
+for f in b0 l1 l2 l3; do
+	end=$(qemu-img check -U --output=json "$T/v/$f" | jq '."image-end-offset"')
+	need=$((need + end))
+done
+LIVEMERGE_CRASH_AT=start lm commit vdc --top "$T/v/l3" --base "$T/v/b0" --volume-cmd "$VCMD" --chunk 8M
 ((LM_RC == 137)) || it_fail "the crash point 'start' did not kill livemerge: $(lm_report)"
 grown=$(blk_size "$(readlink "$T/v/b0")")
 ((grown > size_b0)) || it_fail "killed after the extend: the base was not grown ($grown)"
+((grown >= need && grown < need + MIB)) ||
+	it_fail "the base was grown to $grown bytes, not to the layers' ends plus a chunk ($need)"
 lm_ok recover --volume-cmd "$VCMD"
 assert_state_unchanged "$LM_SOCK" "$before" "recovered after a kill after the extend"
 it_assert_eq "$(blk_size "$(readlink "$T/v/b0")")" "$grown" "the base after recover"

@@ -32,6 +32,30 @@ struct merge_image {
 	uint64_t virtual_size;
 };
 
+/*
+ * Where a qcow2 image ends (merge/image-end.c): the offset just past its
+ * last cluster in use, data or metadata, found from its refcount structures
+ * in three reads: the header, the refcount table, the last refcount block.
+ * All pure, over the bytes read.
+ */
+struct merge_qcow2_refs {
+	uint32_t cluster_bits;  /* 9..21 */
+	uint32_t refcount_bits; /* 1..64 */
+	uint64_t table_offset;  /* of the refcount table, cluster-aligned */
+	uint64_t table_bytes;   /* its length */
+};
+/* From the header's first len bytes: 0, or -1 when they are no qcow2 or a
+ * field is out of range. */
+int merge_qcow2_refs(const void *head, size_t len, struct merge_qcow2_refs *r);
+/* In the first len bytes of the refcount table: the index of the last
+ * refcount block that exists and its offset; -1 if none or out of range. */
+int64_t merge_qcow2_last_block(const struct merge_qcow2_refs *r, const void *table, size_t len,
+			       uint64_t *block_offset);
+/* Given that block (index block_index, len bytes, at least a cluster): the
+ * image's end; -1 if no cluster of it is in use. */
+int64_t merge_qcow2_end(const struct merge_qcow2_refs *r, int64_t block_index, const void *block,
+			size_t len);
+
 /* Parse the first len bytes of an image. 0, or -1 with why (a line) when
  * the bytes claim a format but break it (a backing name outside them, too
  * long, not text). Unknown bytes are 0 with format "". Pure. */

@@ -23,6 +23,10 @@ struct g_hop {
 	void (*look)(struct g_hop *h, const struct host_file *f, const struct lm_error *err);
 	void (*done)(struct g_hop *h, const struct lm_error *err);
 	void (*gdone)(struct merge_group *g, struct gjob *j, const struct lm_error *err);
+	/* a layer's end being read (g_measure): the stage, what the header said */
+	int stage;
+	struct merge_qcow2_refs refs;
+	int64_t bidx;
 	struct g_hop *next;
 };
 
@@ -212,16 +216,112 @@ int g_hops_hold_finish(struct merge_group *g)
 
 /* ------------------------------------------------------------ resolve */
 
-/* One answer about the overlays is in: after the last, refuse or go on. */
+/* One answer about the overlays (or a layer's end) is in: after the last,
+ * the base's room, then refuse or go on. */
 static void g_overlays_checked(struct merge_group *g)
 {
 	if (--g->outstanding > 0)
 		return;
-	if (g->have_err) {
+	if (g->have_err || g_check_base_space(g) < 0) {
 		g_finish(g);
 		return;
 	}
 	g_probe_overlays(g);
+}
+
+static int g_measure_read(struct g_hop *h, uint64_t off, size_t len);
+
+/* One read of a layer's end is in: the next, or the end found (or not:
+ * the layer then counts at its size). */
+static void g_measure_cb(void *arg, const struct host_run_result *r, const struct lm_error *err)
+{
+	struct g_hop *h = arg;
+	struct merge_group *g = h->g;
+	int64_t end = -1;
+	uint64_t boff = 0;
+	size_t csize = (size_t)1 << h->refs.cluster_bits;
+
+	h->op = NULL;
+	if (g->done || g->abandoned)
+		goto out;
+	if (err != NULL || r->status != 0)
+		goto found;
+	if (h->stage == 0) {
+		if (merge_qcow2_refs(r->out, r->outlen, &h->refs) < 0 || h->refs.cluster_bits > 16)
+			goto found;
+		h->stage = 1;
+		if (g_measure_read(h, h->refs.table_offset,
+				   h->refs.table_bytes < HOST_RUN_OUT_MAX ? (size_t)h->refs.table_bytes
+									  : HOST_RUN_OUT_MAX) == 0)
+			return;
+	} else if (h->stage == 1) {
+		h->bidx = merge_qcow2_last_block(&h->refs, r->out, r->outlen, &boff);
+		/* a table longer than was read may go on past it: unknown */
+		if (h->bidx < 0 || (h->refs.table_bytes > r->outlen &&
+				    (uint64_t)(h->bidx + 1) * 8 >= r->outlen))
+			goto found;
+		h->stage = 2;
+		if (g_measure_read(h, boff, csize) == 0)
+			return;
+	} else {
+		end = merge_qcow2_end(&h->refs, h->bidx, r->out, r->outlen);
+	}
+found:
+	if (h->j->ends != NULL && end > 0)
+		h->j->ends[h->k] = end;
+	g_overlays_checked(g);
+out:
+	g_hop_end(h);
+}
+
+/* Read len bytes at off of h's layer on the host (dd; offsets are cluster
+ * aligned, so whole 512-byte sectors). 0, or -1 (nothing started). */
+static int g_measure_read(struct g_hop *h, uint64_t off, size_t len)
+{
+	char in[4200], skip[40], count[40];
+	const char *argv[] = { "dd", in, "bs=512", skip, count, "status=none", NULL };
+
+	snprintf(in, sizeof(in), "if=%s", h->path);
+	snprintf(skip, sizeof(skip), "skip=%llu", (unsigned long long)(off / 512));
+	snprintf(count, sizeof(count), "count=%llu", (unsigned long long)((len + 511) / 512));
+	h->op = host_run(g_host(h->g), argv, 60, g_measure_cb, h);
+	return h->op != NULL ? 0 : -1;
+}
+
+/*
+ * A commit into a block device: each qcow2 layer on a block device from
+ * top to base has its end read on the host (g_check_base_space counts it
+ * in place of the device's size, which QEMU reports as its allocation).
+ */
+static void g_measure(struct merge_group *g)
+{
+	int i, k;
+
+	for (i = 0; g->req.verb == MERGE_COMMIT && i < g->n; i++) {
+		struct gjob *j = &g->jobs[i];
+		const struct merge_disk *b = g_disk_before(g, j);
+
+		if (b == NULL || j->base >= b->nlayers || !merge_layer_is_block(&b->layers[j->base]))
+			continue;
+		free(j->ends);
+		if ((j->ends = malloc(sizeof(*j->ends) * (size_t)b->nlayers)) == NULL)
+			return;
+		for (k = 0; k < b->nlayers; k++)
+			j->ends[k] = -1;
+		for (k = j->top; k <= j->base; k++) {
+			struct g_hop *h;
+
+			if (!merge_layer_is_block(&b->layers[k]) ||
+			    strcmp(b->layers[k].format, "qcow2") != 0 ||
+			    (h = g_hop_new(g, j, k, b->layers[k].filename)) == NULL)
+				continue;
+			if (g_measure_read(h, 0, MERGE_IMAGE_HEAD) < 0) {
+				g_hop_end(h);
+				continue;
+			}
+			g->outstanding++;
+		}
+	}
 }
 
 static void g_overlay_looked(struct g_hop *h, const struct host_file *f,
@@ -242,13 +342,15 @@ static void g_overlay_looked(struct g_hop *h, const struct host_file *f,
 	g_overlays_checked(g);
 }
 
-/* Whether each snapshot overlay exists already, on the host; then the
- * probes through QEMU for a host that cannot tell (g_probe_overlays). */
+/* Whether each snapshot overlay exists already, on the host, and where the
+ * layers a commit merges into a block device end; then the probes through
+ * QEMU for a host that cannot tell (g_probe_overlays). */
 void g_check_overlays(struct merge_group *g)
 {
 	int i;
 
 	g->outstanding = 1;
+	g_measure(g);
 	for (i = 0; g->req.verb == MERGE_SNAPSHOT && i < g->n; i++) {
 		if (g_look(g, &g->jobs[i], -1, g->jobs[i].overlay, 65536, 1, g_overlay_looked) < 0)
 			break;

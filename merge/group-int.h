@@ -68,6 +68,8 @@ struct gjob {
 	char *ov_file_node;
 	int64_t need;        /* commit into a block device: the bytes it must hold */
 	int64_t wipe_len;    /* snapshot undo: the bytes to write zeros over */
+	int64_t *ends;       /* commit into a block device: each layer's end read on
+				the host (chain before's indexes), -1 unknown */
 	int64_t grown;       /* ... and the size the preparation grew it to */
 	int seen; /* present in the last query-jobs */
 	int64_t offset, len;

@@ -214,11 +214,11 @@ static void g_fetched(struct merge_group *g)
 		g_finish(g);
 		return;
 	}
-	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0 || g_check_base_space(g) < 0) {
+	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0) {
 		g_finish(g);
 		return;
 	}
-	g_check_overlays(g); /* group-files.c; then g_probe_overlays */
+	g_check_overlays(g); /* group-files.c; then the base's room, g_probe_overlays */
 }
 
 static void g_chains_fetched(struct merge_chains *ch, const struct lm_error *err, void *arg)

@@ -140,10 +140,27 @@ static int64_t g_layer_max(const struct merge_layer *l)
 }
 
 /*
- * A commit into a block device: the bytes it must hold, from the sizes QEMU
- * knows (each layer merged into it can bring at most its own size). 0 when
- * it fits already, -1 when it does not and nothing can grow it (g_bad).
+ * A commit into a block device: the bytes it must hold. The base's end
+ * (the highest offset QEMU wrote since it opened it, or the end read on the
+ * host, whichever is higher) plus what each layer merged into it can bring:
+ * its end as read on the host (g_measure: the last cluster its refcounts
+ * count, data or metadata), else its size. 0 when it fits already, -1 when
+ * it does not and nothing can grow it (g_bad).
  */
+/* What layer k (l) holds, at most: its end read on the host, or QEMU's
+ * highest write if higher; unread, the base's highest write if QEMU wrote
+ * it, else the layer's size. */
+static int64_t g_layer_end(const struct gjob *j, const struct merge_layer *l, int k)
+{
+	int64_t end = j->ends != NULL ? j->ends[k] : -1;
+
+	if (end > 0)
+		return l->allocated > end ? l->allocated : end;
+	if (k == j->base && l->allocated > 0)
+		return l->allocated;
+	return l->size > 0 ? l->size : 0;
+}
+
 int g_check_base_space(struct merge_group *g)
 {
 	int i, k;
@@ -160,9 +177,9 @@ int g_check_base_space(struct merge_group *g)
 		if (!merge_layer_is_block(base) || base->size < 0)
 			continue;
 		max = g_layer_max(base);
-		need = base->allocated > 0 ? base->allocated : base->size;
+		need = g_layer_end(j, base, j->base);
 		for (k = j->top; k < j->base; k++)
-			need += b->layers[k].size > 0 ? b->layers[k].size : 0;
+			need += g_layer_end(j, &b->layers[k], k);
 		if (j->active)
 			need += g->req.chunk;
 		if (max > 0 && need > max)

@@ -102,6 +102,7 @@ void g_unref(struct merge_group *g)
 		free(j->overlay);
 		free(j->new_node);
 		free(j->job_id);
+		free(j->ends);
 		free(j->error);
 	}
 	free(g->jobs);

@@ -20,6 +20,7 @@
 #include <ev.h>
 
 #include "../host/host.h"
+#include "../merge/files.h"
 #include "../merge/journal.h"
 #include "../merge/recover.h"
 #include "../qmp/conn.h"
@@ -464,6 +465,101 @@ static void test_next_size_and_threshold(void **state)
 	assert_int_equal(merge_volume_threshold(100 * M, 24 * M, 100 * M), 0);
 }
 
+/* The bytes [off, off+len) of path, malloc'd (NULL if short). */
+static unsigned char *read_at(const char *path, uint64_t off, size_t len)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *b = malloc(len);
+
+	assert_non_null(f);
+	assert_non_null(b);
+	if (fseeko(f, (off_t)off, SEEK_SET) != 0 || fread(b, 1, len, f) != len) {
+		free(b);
+		b = NULL;
+	}
+	fclose(f);
+	return b;
+}
+
+/* The image end offset qemu-img check reports for path. */
+static int64_t check_end(const char *path)
+{
+	char cmd[512], out[64] = "";
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "qemu-img check --output=json '%s' | jq '.\"image-end-offset\"'",
+		 path);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	assert_non_null(fgets(out, sizeof(out), p));
+	assert_int_equal(pclose(p), 0);
+	return strtoll(out, NULL, 10);
+}
+
+/* The three reads of merge/image-end.c, over the file. */
+static int64_t image_end(const char *path)
+{
+	struct merge_qcow2_refs r;
+	unsigned char *head = read_at(path, 0, 65536), *table, *block;
+	uint64_t boff = 0;
+	int64_t bi, end;
+	size_t tlen;
+
+	assert_non_null(head);
+	assert_int_equal(merge_qcow2_refs(head, 65536, &r), 0);
+	free(head);
+	tlen = r.table_bytes < 65536 ? (size_t)r.table_bytes : 65536;
+	table = read_at(path, r.table_offset, tlen);
+	assert_non_null(table);
+	bi = merge_qcow2_last_block(&r, table, tlen, &boff);
+	free(table);
+	assert_true(bi >= 0);
+	block = read_at(path, boff, (size_t)1 << r.cluster_bits);
+	assert_non_null(block);
+	end = merge_qcow2_end(&r, bi, block, (size_t)1 << r.cluster_bits);
+	free(block);
+	return end;
+}
+
+/*
+ * Images made by qemu-img and written by qemu-io, with each refcount width
+ * and cluster size that changes the arithmetic: the end found from the
+ * refcount structures is the one qemu-img check reports; bytes that are no
+ * qcow2, or name a refcount table out of range, give none.
+ */
+static void test_qcow2_end(void **state)
+{
+	static const char *const opts[] = { "", "refcount_bits=1", "refcount_bits=4",
+					    "refcount_bits=64", "cluster_size=4096",
+					    "cluster_size=512,refcount_bits=2", "compat=0.10" };
+	char dir[] = "/tmp/lm-end.XXXXXX", path[64], cmd[512];
+	struct merge_qcow2_refs r;
+	unsigned char junk[128];
+	size_t i;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/i.qcow2", dir);
+	for (i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		snprintf(cmd, sizeof(cmd),
+			 "qemu-img create -q -f qcow2 %s%s '%s' 4G && "
+			 "qemu-io -c 'write -P 0x5a 0 64k' -c 'write 1G 3M' -c 'write 3G 512' "
+			 "'%s' >/dev/null",
+			 opts[i][0] ? "-o " : "", opts[i], path, path);
+		assert_int_equal(system(cmd), 0);
+		if (check_end(path) != image_end(path))
+			fail_msg("%s: end %lld, qemu-img check says %lld", opts[i],
+				 (long long)image_end(path), (long long)check_end(path));
+		assert_int_equal(unlink(path), 0);
+	}
+	memset(junk, 0, sizeof(junk));
+	assert_int_equal(merge_qcow2_refs(junk, sizeof(junk), &r), -1);
+	memcpy(junk, "QFI\xfb\0\0\0\3", 8);
+	junk[23] = 16; /* cluster_bits 16, refcount table at 0: out of range */
+	assert_int_equal(merge_qcow2_refs(junk, sizeof(junk), &r), -1);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -478,6 +574,7 @@ int main(void)
 		cmocka_unit_test(test_qcow2_max_size),
 		cmocka_unit_test(test_qcow2_max_size_live),
 		cmocka_unit_test(test_next_size_and_threshold),
+		cmocka_unit_test(test_qcow2_end),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
