@@ -98,7 +98,8 @@ int64_t merge_qcow2_end(const struct merge_qcow2_refs *r, int64_t block_index, c
 	size_t per_block = csize * 8 / r->refcount_bits, i;
 	uint64_t end;
 
-	if (block_index < 0 || len < csize)
+	if (block_index < 0 || len < csize ||
+	    (uint64_t)block_index >= ((uint64_t)INT64_MAX >> r->cluster_bits) / per_block)
 		return -1;
 	for (i = per_block; i-- > 0;) {
 		if (refcount_at(block, r->refcount_bits, i) == 0)
