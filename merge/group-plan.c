@@ -95,13 +95,6 @@ static int g_plan_disk(const struct merge_request *req, const struct merge_chain
 	if (d->nlayers == 0 || d->layers[0].node_name == NULL)
 		return g_plan_bad(err, "%s: cannot tell the node name of its active layer", d->name);
 	pd->root = strdup(d->layers[0].node_name);
-	for (k = 0; k < d->nfilters && !req->adopt; k++)
-		if (strcmp(d->filters[k].driver, "throttle") != 0 &&
-		    strcmp(d->filters[k].driver, "preallocate") != 0 &&
-		    strcmp(d->filters[k].driver, "compress") != 0)
-			return g_plan_bad(err, "%s: a block job runs on it (its %s filter %s is on "
-					  "the chain)", d->name, d->filters[k].driver,
-					  d->filters[k].node_name);
 	if (req->verb == MERGE_SNAPSHOT) {
 		char nn[32];
 

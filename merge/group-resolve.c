@@ -80,6 +80,27 @@ static int g_resolve(struct merge_group *g)
 	return 0;
 }
 
+/* A disk a job works on (its filter is on the chain: mirror_top,
+ * commit_top, copy-on-read ...) takes no other: refused before anything is
+ * sent. After the job ids: a leftover of ours is named by its id there. */
+static int g_check_busy(struct merge_group *g)
+{
+	int i, k;
+
+	for (i = 0; !g->req.adopt && i < g->n; i++) {
+		const struct merge_disk *d = g_disk_before(g, &g->jobs[i]);
+
+		for (k = 0; d != NULL && k < d->nfilters; k++)
+			if (strcmp(d->filters[k].driver, "throttle") != 0 &&
+			    strcmp(d->filters[k].driver, "preallocate") != 0 &&
+			    strcmp(d->filters[k].driver, "compress") != 0)
+				return g_bad(g, "%s: a block job runs on it (its %s filter %s is on "
+						"the chain)", d->name, d->filters[k].driver,
+					     d->filters[k].node_name);
+	}
+	return 0;
+}
+
 /* Jobs with our ids that QEMU still has: report and dismiss concluded ones,
  * refuse while one still runs. */
 static int g_check_leftovers(struct merge_group *g)
@@ -214,7 +235,7 @@ static void g_fetched(struct merge_group *g)
 		g_finish(g);
 		return;
 	}
-	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0) {
+	if (g_resolve(g) < 0 || g_check_leftovers(g) < 0 || g_check_busy(g) < 0) {
 		g_finish(g);
 		return;
 	}
