@@ -28,33 +28,14 @@
 #include "../merge/recover.h"
 #include "testutil.h"
 
-struct fixture {
-	char dir[512];
-};
-
-
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	if (fx == NULL)
-		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/lm-test-journal-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL) {
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
+	return test_dir_setup(state, "journal");
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-
-	test_rm_rf(fx->dir);
-	free(fx);
-	return 0;
+	return test_dir_teardown(state);
 }
 
 static struct merge_journal *open_ok(const char *dir, const char *target)
@@ -165,7 +146,7 @@ static void step(struct merge_journal *j, const char *name, const char *fields_j
 
 static void test_open_creates_dirs_0700(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	char dir[PATH_MAX], parent[PATH_MAX];
 	struct merge_journal *j;
 	struct stat st;
@@ -197,7 +178,7 @@ static void test_open_creates_dirs_0700(void **state)
 
 static void test_name_same_for_unix_prefix(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *a = open_ok(fx->dir, "unix:/x");
 	struct merge_journal *b = open_ok(fx->dir, "/x");
 	struct merge_journal *c = open_ok(fx->dir, "tcp:127.0.0.1:4444");
@@ -220,7 +201,7 @@ static void test_name_same_for_unix_prefix(void **state)
 
 static void test_default_dirs(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
 	char *xdg = getenv("XDG_STATE_HOME") ? strdup(getenv("XDG_STATE_HOME")) : NULL;
 	char want[PATH_MAX], xdgdir[PATH_MAX];
@@ -259,7 +240,7 @@ static void test_default_dirs(void **state)
 
 static void test_open_fails(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	char file[PATH_MAX], dir[PATH_MAX];
 	struct lm_error err = { 0 };
 	int fd;
@@ -277,7 +258,7 @@ static void test_open_fails(void **state)
 
 static void test_round_trip(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "unix:/run/vm.sock");
 	json_object *entries = NULL, *v, *e0;
 	struct lm_error err = { 0 };
@@ -348,7 +329,7 @@ static void test_round_trip(void **state)
 
 static void test_two_operations_last_wins(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	json_object *entries = NULL;
 	struct lm_error err = { 0 };
@@ -375,7 +356,7 @@ static void test_two_operations_last_wins(void **state)
 
 static void test_torn_last_line_ignored(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	static const char torn[] = "{\"op\":1,\"step\":\"finalize\",\"disk\":\"v";
 	static const char whole_but_unterminated[] = "{\"op\":1,\"step\":\"finalize\"}";
@@ -398,7 +379,7 @@ static void test_torn_last_line_ignored(void **state)
 /* Reading without opening: no journal is made, a torn line is left as it is. */
 static void test_read_last_changes_nothing(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	static const char torn[] = "{\"op\":1,\"step\":\"fin";
 	char sub[600], path[700];
 	struct lm_error err = { 0 };
@@ -438,7 +419,7 @@ static void test_read_last_changes_nothing(void **state)
  */
 static void test_write_after_torn_line(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	static const char torn[] = "{\"op\":1,\"step\":\"fina";
 
@@ -460,7 +441,7 @@ static void test_write_after_torn_line(void **state)
 
 static void test_garbage_lines_skipped(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	static const char junk[] = "this is not json\n"
 				   "{\"op\":1,\"step\":\"bogus\"} trailing\n"
@@ -544,7 +525,7 @@ static void test_parse_garbage(void **state)
 
 static void test_unfinished_has(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 
 	assert_int_equal(merge_journal_unfinished_has(j, "intent"), 0); /* empty */
@@ -647,7 +628,7 @@ static void history_path(struct merge_journal *j, char *buf, size_t len)
 
 static void test_states_recorded(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "unix:/run/vm.sock");
 	json_object *h, *st, *l;
 
@@ -696,7 +677,7 @@ static void test_states_recorded(void **state)
  * operation whole; op numbers go on. */
 static void test_compact_keeps_every_state(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	struct lm_error err = { 0 };
 	char *before, *after, *jt, hp[1024], name[64];
@@ -762,7 +743,7 @@ static void test_compact_keeps_every_state(void **state)
  * finished ones go, and a journal past the bound compacts at each end. */
 static void test_compact_keeps_unfinished(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	struct lm_error err = { 0 };
 	char *jt, *before;
@@ -826,7 +807,7 @@ static void test_compact_keeps_unfinished(void **state)
 /* Torn lines, in the journal and in the history file, lose no state. */
 static void test_compact_torn_lines(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	struct lm_error err = { 0 };
 	static const char torn[] = "{\"op\":9,\"step\":\"ste";
@@ -867,7 +848,7 @@ static void test_compact_crash(void **state)
 {
 	static const char *const points[] = { "compact-history", "compact-write",
 					      "compact-rename" };
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	size_t p;
 
 	for (p = 0; p < sizeof(points) / sizeof(points[0]); p++) {
@@ -922,7 +903,7 @@ static void test_compact_crash(void **state)
 /* Another handle on the journal (it may be appending): no compaction. */
 static void test_compact_waits_for_other_handle(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *a = open_ok(fx->dir, "/vm"), *b;
 	struct lm_error err = { 0 };
 
@@ -939,7 +920,7 @@ static void test_compact_waits_for_other_handle(void **state)
  * and however large the operation. */
 static void test_last_from_the_end(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_journal *j = open_ok(fx->dir, "/vm");
 	struct lm_error err = { 0 };
 	json_object *entries;

@@ -23,32 +23,14 @@
 #include "fakeqmp.h"
 #include "testutil.h"
 
-struct fixture {
-	char dir[512];
-};
-
 static int setup(void **state)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	if (fx == NULL)
-		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/lm-test-vmlock-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL) {
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
+	return test_dir_setup(state, "vmlock");
 }
 
 static int teardown(void **state)
 {
-	struct fixture *fx = *state;
-
-	test_rm_rf(fx->dir);
-	free(fx);
-	return 0;
+	return test_dir_teardown(state);
 }
 
 static const char *key_of(const char *uuid, const char *name, const char *target)
@@ -134,7 +116,7 @@ static struct merge_vm *vm_new(const char *uuid, const char *target)
  * flock: two opens in one process exclude each other too (batch). */
 static void test_lock_refuses_second(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_vm *a = vm_new(UUID, "unix:/a"), *b = vm_new(UUID, "unix:/b");
 	struct lm_error err = { 0 };
 	char want[128], path[600];
@@ -183,7 +165,7 @@ static int unfinished(struct merge_journal *j)
 
 /* The VM's journal reached through target is the file at path, with (or
  * without) an unfinished operation. */
-static void expect_journal(struct fixture *fx, const struct merge_vm *vm, const char *target,
+static void expect_journal(struct test_dir *fx, const struct merge_vm *vm, const char *target,
 			   const char *path, int want_unfinished)
 {
 	struct lm_error err = { 0 };
@@ -200,7 +182,7 @@ static void expect_journal(struct fixture *fx, const struct merge_vm *vm, const 
  * unfinished operation still there for recovery. */
 static void test_old_journal_taken_over(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_vm *vm = vm_new(UUID, "unix:/run/a.sock");
 	struct lm_error err = { 0 };
 	struct merge_journal *j;
@@ -224,7 +206,7 @@ static void test_old_journal_taken_over(void **state)
 /* Both exist: the older is used while it has an unfinished operation. */
 static void test_old_journal_unfinished_first(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_vm *vm = vm_new(UUID, "unix:/run/b.sock");
 	struct lm_error err = { 0 };
 	struct merge_journal *j;
@@ -254,7 +236,7 @@ static void test_old_journal_unfinished_first(void **state)
 /* A VM known by its target: the very file journals always had. */
 static void test_target_key_same_file(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct merge_vm *vm = vm_new(NULL, "unix:/run/qsd.sock");
 	struct lm_error err = { 0 };
 	struct merge_journal *j;
@@ -346,7 +328,7 @@ static void claim_teardown(struct claim_run *r)
 /* The storage daemon knows neither command: the target names it. */
 static void test_claim_storage_daemon(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct claim_run r;
 
 	claim_setup(&r);
@@ -363,7 +345,7 @@ static void test_claim_storage_daemon(void **state)
 /* All-zero UUID: the name is asked for; any other error ends the claim. */
 static void test_claim_name_and_errors(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct claim_run r;
 
 	claim_setup(&r);
@@ -403,7 +385,7 @@ static void release_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * holder lets go; or refused when the wait ends. */
 static void test_claim_waits(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct lm_error err;
 	struct claim_run r;
 	int i;
@@ -439,7 +421,7 @@ static void test_claim_waits(void **state)
 /* Freed before QEMU answers: the callback never runs, nothing leaks. */
 static void test_claim_abandoned(void **state)
 {
-	struct fixture *fx = *state;
+	struct test_dir *fx = *state;
 	struct claim_run r;
 
 	claim_setup(&r);

@@ -9,6 +9,7 @@
 #include <ev.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -80,6 +81,36 @@ static inline void test_rm_rf(const char *path)
 		closedir(d);
 	}
 	rmdir(path);
+}
+
+/* A test whose state is a fresh directory /tmp/lm-test-NAME-XXXXXX, removed
+ * with what it holds afterwards: cmocka setup and teardown bodies. */
+struct test_dir {
+	char dir[512];
+};
+
+static inline int test_dir_setup(void **state, const char *name)
+{
+	struct test_dir *fx = calloc(1, sizeof(*fx));
+
+	if (fx == NULL)
+		return -1;
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/lm-test-%s-XXXXXX", name);
+	if (mkdtemp(fx->dir) == NULL) {
+		free(fx);
+		return -1;
+	}
+	*state = fx;
+	return 0;
+}
+
+static inline int test_dir_teardown(void **state)
+{
+	struct test_dir *fx = *state;
+
+	test_rm_rf(fx->dir);
+	free(fx);
+	return 0;
 }
 
 #endif
