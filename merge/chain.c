@@ -172,6 +172,13 @@ int merge_driver_is_filter(const char *drv)
 	return 0;
 }
 
+int merge_driver_is_job_filter(const char *drv)
+{
+	/* the filters a VM may be started with; every other one is a job's */
+	return merge_driver_is_filter(drv) && strcmp(drv, "throttle") != 0 &&
+	       strcmp(drv, "preallocate") != 0 && strcmp(drv, "compress") != 0;
+}
+
 /*
  * Without a graph: the one format node that has file open. The depth only
  * breaks a tie: query-named-block-nodes with flat=true (what merge/query.c

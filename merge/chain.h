@@ -76,6 +76,10 @@ struct merge_chains {
 /* 1 if drv is a filter driver (no data of its own, one child it passes
  * through), as QEMU names them. */
 int merge_driver_is_filter(const char *drv);
+/* 1 if drv is a filter that a block job puts on a chain (mirror_top,
+ * commit_top, copy-on-read, copy-before-write ...), not one a VM is
+ * started with (throttle, preallocate, compress). */
+int merge_driver_is_job_filter(const char *drv);
 
 /* 1 if QEMU has a node of that name open. */
 int merge_chains_has_node(const struct merge_chains *ch, const char *node);

@@ -91,9 +91,7 @@ static int g_check_busy(struct merge_group *g)
 		const struct merge_disk *d = g_disk_before(g, &g->jobs[i]);
 
 		for (k = 0; d != NULL && k < d->nfilters; k++)
-			if (strcmp(d->filters[k].driver, "throttle") != 0 &&
-			    strcmp(d->filters[k].driver, "preallocate") != 0 &&
-			    strcmp(d->filters[k].driver, "compress") != 0)
+			if (merge_driver_is_job_filter(d->filters[k].driver))
 				return g_bad(g, "%s: a block job runs on it (its %s filter %s is on "
 						"the chain)", d->name, d->filters[k].driver,
 					     d->filters[k].node_name);
