@@ -411,33 +411,6 @@ static void cmd_check_run_free(struct check_run *run)
 	free(run->looks);
 }
 
-/* The last operation of the VM's journal (named after its identity), read
- * without opening it: or of the journal an older livemerge named after this
- * monitor while that one has an unfinished operation (it is recovered
- * first, see merge/vmlock.h). */
-static int cmd_check_journal(struct cli_ctx *ctx, json_object **entries, int *finished,
-			     struct lm_error *err)
-{
-	char stem[512];
-	json_object *old = NULL;
-	int old_finished = 1;
-
-	if (merge_journal_read_last(ctx->journal_dir, ctx->vm->key, entries, finished, err) < 0)
-		return -1;
-	merge_journal_target_stem(cli_vm_target(ctx), stem, sizeof(stem));
-	if (strcmp(stem, ctx->vm->key) == 0 ||
-	    merge_journal_read_last(ctx->journal_dir, stem, &old, &old_finished, err) < 0)
-		return 0;
-	if (old != NULL && !old_finished) {
-		json_object_put(*entries);
-		*entries = old;
-		*finished = 0;
-		return 0;
-	}
-	json_object_put(old);
-	return 0;
-}
-
 static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -481,7 +454,8 @@ static int cmd_check_exec(struct cli_ctx *ctx, int argc, char **argv)
 		goto out;
 	if ((r = cli_identify(ctx, NULL)) != EXIT_OK)
 		goto out;
-	if (cmd_check_journal(ctx, &entries, &finished, &err) < 0) {
+	if (merge_vm_journal_read_last(ctx->journal_dir, ctx->vm, cli_vm_target(ctx), &entries,
+				       &finished, &err) < 0) {
 		r = cli_error(err.code == LM_ERR_USAGE ? EXIT_USAGE : EXIT_CONNECT, "check: %s",
 			      err.msg);
 		goto out;

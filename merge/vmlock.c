@@ -489,3 +489,27 @@ void merge_vm_claim_free(struct merge_vm_claim *cl)
 	}
 	vm_claim_destroy(cl);
 }
+
+int merge_vm_journal_read_last(const char *dir, const struct merge_vm *vm, const char *target,
+			       json_object **entries, int *finished, struct lm_error *err)
+{
+	char stem[MERGE_VM_KEY_MAX];
+	json_object *old = NULL;
+	int old_finished = 1;
+
+	if (merge_journal_read_last(dir, vm->key, entries, finished, err) < 0)
+		return -1;
+	merge_journal_target_stem(target, stem, sizeof(stem));
+	if (strcmp(stem, vm->key) == 0 ||
+	    merge_journal_read_last(dir, stem, &old, &old_finished, err) < 0)
+		return 0;
+	if (old != NULL && !old_finished) {
+		/* as merge_vm_journal_open: the older's unfinished operation first */
+		json_object_put(*entries);
+		*entries = old;
+		*finished = 0;
+		return 0;
+	}
+	json_object_put(old);
+	return 0;
+}

@@ -80,6 +80,15 @@ int merge_vm_lock(struct merge_vm *vm, const char *dir, const char *verb, const 
 struct merge_journal *merge_vm_journal_open(const char *dir, const struct merge_vm *vm,
 					    const char *target, struct lm_error *err);
 
+/*
+ * The last operation of the VM's journal, read without opening it (nothing
+ * is created or written: merge_journal_read_last), by the same rule as
+ * merge_vm_journal_open: the journal named after target while it holds an
+ * unfinished operation, else the VM's. 0, or -1 (err).
+ */
+int merge_vm_journal_read_last(const char *dir, const struct merge_vm *vm, const char *target,
+			       json_object **entries, int *finished, struct lm_error *err);
+
 struct merge_vm_claim_opts {
 	const char *dir;    /* the journal directory; NULL: the default */
 	const char *target; /* the monitor c was reached through */
